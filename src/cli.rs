@@ -1,0 +1,48 @@
+//! Command-line flags: Pingora's (`-c`, `-t`, `-d`, `-u`) plus `--help` and `--version`.
+
+use clap::Parser;
+use pingora_core::server::configuration::Opt;
+
+/// `avx-gateway` command line.
+#[derive(Parser, Debug, Default)]
+#[command(
+    name = "avx-gateway",
+    version,
+    about = "AVX Gateway: an HTTP reverse proxy and API gateway"
+)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(short, long, value_name = "FILE", default_value = "conf/gateway.yaml")]
+    pub conf: String,
+    /// Validate the configuration and exit (0 when valid).
+    #[arg(short, long)]
+    pub test: bool,
+    /// Run in the background.
+    #[arg(short, long)]
+    pub daemon: bool,
+    /// Take the listening sockets over from a running instance (graceful upgrade).
+    #[arg(short, long)]
+    pub upgrade: bool,
+    /// Ignored; accepted so `cargo test` harness flags do not break the parser.
+    #[arg(long, hide = true)]
+    pub nocapture: bool,
+}
+
+impl Cli {
+    /// The Pingora options these flags stand for; the config itself is loaded by us.
+    pub fn pingora_opt(&self) -> Opt {
+        Opt {
+            upgrade: self.upgrade,
+            daemon: self.daemon,
+            nocapture: self.nocapture,
+            test: self.test,
+            conf: None,
+        }
+    }
+}
+
+/// Installs the `log` backend (level from `RUST_LOG`, default `info`) so Pingora's logs show.
+pub fn init_logging() {
+    let env = env_logger::Env::default().default_filter_or("info");
+    let _ = env_logger::Builder::from_env(env).try_init();
+}

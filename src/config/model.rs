@@ -1,0 +1,381 @@
+//! The YAML model: exactly what users write in `gateway.yaml`.
+//!
+//! Every struct denies unknown fields so that a typo is an error, not a silently ignored key.
+//! Defaults live next to the field they belong to; `docs/configuration.md` mirrors them.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Process-level settings (workers, pid file, upgrade socket, timeouts).
+    #[serde(default)]
+    pub server: ServerSection,
+    /// Public listeners.
+    #[serde(default)]
+    pub listeners: Vec<ListenerConfig>,
+    /// The admin listener (health, status, metrics).
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+    /// Named upstream pools.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// Routes, in file order.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `server:`: process-wide settings handed to Pingora.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Worker threads for the proxy service.
+    pub workers: usize,
+    /// PID file, written when daemonized.
+    pub pid_file: String,
+    /// Unix socket used to hand listening sockets to a new process on upgrade.
+    pub upgrade_sock: String,
+    /// Seconds to keep serving after SIGTERM/SIGQUIT before shutting runtimes down.
+    pub grace_period_seconds: u64,
+    /// Seconds to wait for runtimes to finish during shutdown.
+    pub graceful_shutdown_timeout_seconds: u64,
+    /// Daemonize (same as `-d`).
+    pub daemon: bool,
+    /// Error log file when daemonized.
+    pub error_log: Option<String>,
+    /// User to drop to after daemonizing.
+    pub user: Option<String>,
+    /// Group to drop to after daemonizing.
+    pub group: Option<String>,
+    /// Timeout for reading a request's headers (each read while the header is incomplete).
+    pub header_read_timeout_ms: u64,
+    /// Idle timeout of a downstream keep-alive connection between requests.
+    pub keepalive_timeout_seconds: u64,
+    /// Maximum requests served on one downstream keep-alive connection (0 = unlimited).
+    pub keepalive_requests: u32,
+    /// Timeout for each read of a request body from the client.
+    pub client_body_timeout_ms: u64,
+    /// Upstream keep-alive pool size (connections kept idle across all upstreams, per worker).
+    pub upstream_keepalive_pool_size: usize,
+    /// Use a work-stealing runtime across workers.
+    pub work_stealing: bool,
+    /// Accept tasks per listening socket.
+    pub listener_tasks_per_fd: usize,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            workers: 2,
+            pid_file: "/tmp/avx-gateway.pid".into(),
+            upgrade_sock: "/tmp/avx-gateway-upgrade.sock".into(),
+            grace_period_seconds: 5,
+            graceful_shutdown_timeout_seconds: 5,
+            daemon: false,
+            error_log: None,
+            user: None,
+            group: None,
+            header_read_timeout_ms: 10_000,
+            keepalive_timeout_seconds: 60,
+            keepalive_requests: 0,
+            client_body_timeout_ms: 60_000,
+            upstream_keepalive_pool_size: 128,
+            work_stealing: false,
+            listener_tasks_per_fd: 1,
+        }
+    }
+}
+
+/// `listeners[]`: one public listening socket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// `ip:port` to bind.
+    pub address: String,
+    /// Serve TLS with this certificate; h2 is offered through ALPN.
+    #[serde(default)]
+    pub tls: Option<ListenerTls>,
+    /// Accept cleartext HTTP/2 with prior knowledge (HTTP/1.1 keeps working on the same port).
+    #[serde(default)]
+    pub h2c: bool,
+}
+
+/// `listeners[].tls`: certificate and key files (PEM).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// Certificate chain, PEM.
+    pub cert: String,
+    /// Private key, PEM.
+    pub key: String,
+    /// Offer h2 through ALPN.
+    #[serde(default = "yes")]
+    pub h2: bool,
+}
+
+/// `admin:`: the admin listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `ip:port` to bind; loopback by default.
+    #[serde(default = "default_admin_address")]
+    pub address: String,
+    /// Optional bearer token required on every admin endpoint except `/health`.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+fn default_admin_address() -> String {
+    "127.0.0.1:9090".into()
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `upstreams.NAME`: a pool of backends.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// The backends.
+    #[serde(default)]
+    pub servers: Vec<ServerConfig>,
+    /// Backend selection algorithm.
+    #[serde(default)]
+    pub load_balancing: LoadBalancing,
+    /// Key for `consistent_hash`: `client_ip`, `path` or `header:NAME`.
+    #[serde(default)]
+    pub hash_key: Option<String>,
+    /// Active health check; none means every backend is assumed healthy.
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
+    /// Upstream keep-alive pool settings.
+    #[serde(default)]
+    pub connection_pool: ConnectionPoolConfig,
+    /// Upstream timeouts.
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+    /// Extra attempts on another backend when connecting fails.
+    #[serde(default = "default_retries")]
+    pub retries: usize,
+    /// Talk TLS to the backends.
+    #[serde(default)]
+    pub tls: Option<UpstreamTls>,
+}
+
+fn default_retries() -> usize {
+    1
+}
+
+/// `upstreams.NAME.servers[]`: one backend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// `ip:port` of the backend.
+    pub address: String,
+    /// Relative weight for weighted algorithms (1..=65535... in practice small).
+    #[serde(default = "default_weight")]
+    pub weight: usize,
+}
+
+fn default_weight() -> usize {
+    1
+}
+
+/// `upstreams.NAME.load_balancing`.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadBalancing {
+    /// Weighted round robin.
+    #[default]
+    RoundRobin,
+    /// Weighted random.
+    Random,
+    /// Ketama consistent hashing on `hash_key`.
+    ConsistentHash,
+    /// The backend with the fewest in-flight requests (weighted).
+    LeastConnections,
+}
+
+/// `upstreams.NAME.health_check`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// `http` or `tcp`.
+    #[serde(rename = "type", default)]
+    pub kind: HealthCheckKind,
+    /// Path requested by an HTTP check.
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    /// Status an HTTP check expects.
+    #[serde(default = "default_expected_status")]
+    pub expected_status: u16,
+    /// Host header sent by an HTTP check (defaults to the backend address).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Time between checks.
+    #[serde(default = "default_interval_ms")]
+    pub interval_ms: u64,
+    /// Connect and read timeout of one check.
+    #[serde(default = "default_hc_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Consecutive successes that mark a backend healthy again.
+    #[serde(default = "default_healthy_threshold")]
+    pub healthy_threshold: usize,
+    /// Consecutive failures that mark a backend unhealthy.
+    #[serde(default = "default_unhealthy_threshold")]
+    pub unhealthy_threshold: usize,
+}
+
+fn default_health_path() -> String {
+    "/health".into()
+}
+fn default_expected_status() -> u16 {
+    200
+}
+fn default_interval_ms() -> u64 {
+    1000
+}
+fn default_hc_timeout_ms() -> u64 {
+    500
+}
+fn default_healthy_threshold() -> usize {
+    2
+}
+fn default_unhealthy_threshold() -> usize {
+    3
+}
+
+/// `health_check.type`.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthCheckKind {
+    /// `GET path`, expecting `expected_status`.
+    #[default]
+    Http,
+    /// A TCP connect.
+    Tcp,
+}
+
+/// `upstreams.NAME.connection_pool`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionPoolConfig {
+    /// Idle connections kept for reuse (added to the process-wide pool size).
+    pub max_idle: usize,
+    /// Seconds an idle upstream connection is kept.
+    pub idle_timeout_seconds: u64,
+}
+
+impl Default for ConnectionPoolConfig {
+    fn default() -> Self {
+        ConnectionPoolConfig {
+            max_idle: 100,
+            idle_timeout_seconds: 90,
+        }
+    }
+}
+
+/// `upstreams.NAME.timeouts`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutsConfig {
+    /// TCP (and TLS) connect timeout.
+    pub connect_ms: u64,
+    /// Timeout of each read from the backend.
+    pub read_ms: u64,
+    /// Timeout of each write to the backend.
+    pub write_ms: u64,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        TimeoutsConfig {
+            connect_ms: 1000,
+            read_ms: 30_000,
+            write_ms: 30_000,
+        }
+    }
+}
+
+/// `upstreams.NAME.tls`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// SNI and the name the certificate is verified against.
+    pub sni: String,
+    /// Verify the backend's certificate.
+    #[serde(default = "yes")]
+    pub verify: bool,
+    /// Offer h2 through ALPN (falls back to HTTP/1.1).
+    #[serde(default)]
+    pub h2: bool,
+}
+
+/// `routes[]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Unique route name; used in logs and metrics.
+    pub name: String,
+    /// What the request must look like.
+    #[serde(rename = "match", default)]
+    pub matcher: MatchConfig,
+    /// Upstream pool to proxy to.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// Answer directly, without an upstream.
+    #[serde(default)]
+    pub respond: Option<RespondConfig>,
+    /// Remove the matched `path_prefix` before proxying.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// Send the client's Host header upstream (otherwise the backend address).
+    #[serde(default = "yes")]
+    pub preserve_host: bool,
+}
+
+/// `routes[].match`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// Exact host, or `*.example.com`.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Exact path.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Segment-aware path prefix.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// Regular expression on the path.
+    #[serde(default)]
+    pub path_regex: Option<String>,
+    /// Allowed methods; empty means any.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Required headers: a value must match exactly; `"*"` only requires presence.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// `routes[].respond`: a fixed response.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RespondConfig {
+    /// Status code.
+    #[serde(default = "default_respond_status")]
+    pub status: u16,
+    /// Response headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Response body.
+    #[serde(default)]
+    pub body: String,
+}
+
+fn default_respond_status() -> u16 {
+    200
+}

@@ -1,0 +1,282 @@
+//! Semantic validation of a parsed [`Config`]: everything serde cannot check by itself.
+
+use super::error::{ConfigError, KeyPath};
+use super::model::*;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+
+/// Largest accepted backend weight; weighted selection repeats a backend `weight` times.
+pub const MAX_WEIGHT: usize = 10_000;
+
+pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
+    let root = KeyPath::root();
+    server(&c.server, &root.key("server"))?;
+    listeners(c, &root)?;
+    for (name, up) in &c.upstreams {
+        upstream(up, &root.key("upstreams").key(name))?;
+    }
+    routes(c, &root.key("routes"))
+}
+
+fn err<T>(path: &KeyPath, msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError::at(path, msg))
+}
+
+fn server(s: &ServerSection, p: &KeyPath) -> Result<(), ConfigError> {
+    if s.workers == 0 {
+        return err(&p.key("workers"), "must be at least 1");
+    }
+    if s.listener_tasks_per_fd == 0 {
+        return err(&p.key("listener_tasks_per_fd"), "must be at least 1");
+    }
+    if s.header_read_timeout_ms == 0 {
+        return err(&p.key("header_read_timeout_ms"), "must be greater than 0");
+    }
+    if s.client_body_timeout_ms == 0 {
+        return err(&p.key("client_body_timeout_ms"), "must be greater than 0");
+    }
+    Ok(())
+}
+
+/// Parses `ip:port`; a host name is refused because the gateway never resolves DNS on start-up.
+pub fn socket_addr(path: &KeyPath, addr: &str) -> Result<SocketAddr, ConfigError> {
+    addr.parse::<SocketAddr>().or_else(|_| {
+        err(
+            path,
+            format!("invalid address {addr:?}: expected ip:port, e.g. 127.0.0.1:8080"),
+        )
+    })
+}
+
+/// Two binds collide when their ports match and either IP is the other or a wildcard.
+fn collide(a: &SocketAddr, b: &SocketAddr) -> bool {
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+fn listeners(c: &Config, root: &KeyPath) -> Result<(), ConfigError> {
+    if c.listeners.is_empty() {
+        return err(&root.key("listeners"), "at least one listener is required");
+    }
+    let mut seen: Vec<(SocketAddr, KeyPath)> = Vec::new();
+    for (i, l) in c.listeners.iter().enumerate() {
+        let p = root.key("listeners").index(i);
+        let addr = socket_addr(&p.key("address"), &l.address)?;
+        if let Some(tls) = &l.tls {
+            for (key, file) in [("cert", &tls.cert), ("key", &tls.key)] {
+                if std::fs::metadata(file).is_err() {
+                    return err(&p.key("tls").key(key), format!("cannot read file {file:?}"));
+                }
+            }
+        }
+        claim(&mut seen, addr, p.key("address"))?;
+    }
+    if let Some(admin) = &c.admin {
+        let p = root.key("admin").key("address");
+        let addr = socket_addr(&p, &admin.address)?;
+        claim(&mut seen, addr, p)?;
+    }
+    Ok(())
+}
+
+fn claim(
+    seen: &mut Vec<(SocketAddr, KeyPath)>,
+    addr: SocketAddr,
+    path: KeyPath,
+) -> Result<(), ConfigError> {
+    if let Some((_, other)) = seen.iter().find(|(a, _)| collide(a, &addr)) {
+        return err(&path, format!("address {addr} collides with {other}"));
+    }
+    seen.push((addr, path));
+    Ok(())
+}
+
+fn upstream(u: &UpstreamConfig, p: &KeyPath) -> Result<(), ConfigError> {
+    if u.servers.is_empty() {
+        return err(&p.key("servers"), "at least one server is required");
+    }
+    let mut addrs = HashSet::new();
+    for (i, s) in u.servers.iter().enumerate() {
+        let sp = p.key("servers").index(i);
+        let addr = socket_addr(&sp.key("address"), &s.address)?;
+        if !addrs.insert(addr) {
+            return err(&sp.key("address"), format!("duplicate server {addr}"));
+        }
+        if s.weight == 0 || s.weight > MAX_WEIGHT {
+            return err(
+                &sp.key("weight"),
+                format!("weight {} out of range 1..={MAX_WEIGHT}", s.weight),
+            );
+        }
+    }
+    if let Some(key) = &u.hash_key {
+        hash_key(&p.key("hash_key"), key)?;
+        if u.load_balancing != LoadBalancing::ConsistentHash {
+            return err(
+                &p.key("hash_key"),
+                "only used with load_balancing: consistent_hash",
+            );
+        }
+    }
+    if let Some(hc) = &u.health_check {
+        let hp = p.key("health_check");
+        if hc.interval_ms == 0 {
+            return err(&hp.key("interval_ms"), "must be greater than 0");
+        }
+        if hc.timeout_ms == 0 {
+            return err(&hp.key("timeout_ms"), "must be greater than 0");
+        }
+        if hc.healthy_threshold == 0 {
+            return err(&hp.key("healthy_threshold"), "must be at least 1");
+        }
+        if hc.unhealthy_threshold == 0 {
+            return err(&hp.key("unhealthy_threshold"), "must be at least 1");
+        }
+        if !hc.path.starts_with('/') {
+            return err(&hp.key("path"), "must start with '/'");
+        }
+        if !(100..=599).contains(&hc.expected_status) {
+            return err(
+                &hp.key("expected_status"),
+                "must be an HTTP status (100-599)",
+            );
+        }
+    }
+    let tp = p.key("timeouts");
+    for (key, v) in [
+        ("connect_ms", u.timeouts.connect_ms),
+        ("read_ms", u.timeouts.read_ms),
+        ("write_ms", u.timeouts.write_ms),
+    ] {
+        if v == 0 {
+            return err(&tp.key(key), "must be greater than 0");
+        }
+    }
+    if let Some(tls) = &u.tls {
+        if tls.sni.is_empty() {
+            return err(&p.key("tls").key("sni"), "must not be empty");
+        }
+    }
+    Ok(())
+}
+
+/// Validates a `hash_key` (`client_ip`, `path` or `header:NAME`).
+pub fn hash_key(p: &KeyPath, key: &str) -> Result<(), ConfigError> {
+    match key {
+        "client_ip" | "path" => Ok(()),
+        k => match k.strip_prefix("header:") {
+            Some(name) if http::HeaderName::from_bytes(name.as_bytes()).is_ok() => Ok(()),
+            _ => err(
+                p,
+                format!("invalid key {k:?}: expected client_ip, path or header:NAME"),
+            ),
+        },
+    }
+}
+
+fn routes(c: &Config, p: &KeyPath) -> Result<(), ConfigError> {
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    for (i, r) in c.routes.iter().enumerate() {
+        let rp = p.index(i);
+        if r.name.is_empty() {
+            return err(&rp.key("name"), "must not be empty");
+        }
+        if let Some(first) = names.insert(&r.name, i) {
+            return err(
+                &rp.key("name"),
+                format!("duplicate route name {:?} (also routes[{first}])", r.name),
+            );
+        }
+        match (&r.upstream, &r.respond) {
+            (Some(_), Some(_)) => {
+                return err(&rp, "set either upstream or respond, not both");
+            }
+            (None, None) => return err(&rp, "needs an upstream or a respond"),
+            (Some(u), None) if !c.upstreams.contains_key(u) => {
+                return err(&rp.key("upstream"), format!("unknown upstream {u:?}"));
+            }
+            _ => {}
+        }
+        if let Some(resp) = &r.respond {
+            let pp = rp.key("respond");
+            if !(100..=599).contains(&resp.status) {
+                return err(&pp.key("status"), "must be an HTTP status (100-599)");
+            }
+            for (k, v) in &resp.headers {
+                header(&pp.key("headers").key(k), k, Some(v))?;
+            }
+        }
+        matcher(&r.matcher, &rp.key("match"))?;
+        if r.strip_prefix && r.matcher.path_prefix.is_none() {
+            return err(&rp.key("strip_prefix"), "needs match.path_prefix");
+        }
+    }
+    Ok(())
+}
+
+fn header(p: &KeyPath, name: &str, value: Option<&str>) -> Result<(), ConfigError> {
+    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return err(p, format!("invalid header name {name:?}"));
+    }
+    if let Some(v) = value {
+        if http::HeaderValue::from_str(v).is_err() {
+            return err(p, format!("invalid header value {v:?}"));
+        }
+    }
+    Ok(())
+}
+
+fn matcher(m: &MatchConfig, p: &KeyPath) -> Result<(), ConfigError> {
+    let paths = [&m.path, &m.path_prefix, &m.path_regex]
+        .iter()
+        .filter(|x| x.is_some())
+        .count();
+    if paths > 1 {
+        return err(p, "use only one of path, path_prefix and path_regex");
+    }
+    for (key, v) in [("path", &m.path), ("path_prefix", &m.path_prefix)] {
+        if let Some(v) = v {
+            if !v.starts_with('/') {
+                return err(&p.key(key), format!("{v:?} must start with '/'"));
+            }
+        }
+    }
+    if let Some(re) = &m.path_regex {
+        if let Err(e) = regex::Regex::new(re) {
+            let first = e.to_string().lines().last().unwrap_or_default().to_string();
+            return err(
+                &p.key("path_regex"),
+                format!("invalid regex {re:?}: {first}"),
+            );
+        }
+    }
+    if let Some(host) = &m.host {
+        let bare = host.strip_prefix("*.").unwrap_or(host);
+        let ok = !bare.is_empty()
+            && !bare.contains('*')
+            && bare
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-.:_[]".contains(c));
+        if !ok {
+            return err(
+                &p.key("host"),
+                format!("invalid host {host:?}: expected a name or *.suffix"),
+            );
+        }
+    }
+    for (i, method) in m.methods.iter().enumerate() {
+        if http::Method::from_bytes(method.as_bytes()).is_err() || method.is_empty() {
+            return err(
+                &p.key("methods").index(i),
+                format!("invalid method {method:?}"),
+            );
+        }
+    }
+    for (k, v) in &m.headers {
+        header(
+            &p.key("headers").key(k),
+            k,
+            (v != "*").then_some(v.as_str()),
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,29 @@
+//! `avx-gateway`: parse the command line, load the config, build, run.
+
+use avx_gateway::cli::{init_logging, Cli};
+use avx_gateway::{Config, Gateway};
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let gateway = match Config::load(&cli.conf).and_then(|c| Gateway::builder().config(c).build()) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("avx-gateway: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.test {
+        println!("avx-gateway: configuration {} is valid", cli.conf);
+        return ExitCode::SUCCESS;
+    }
+    match gateway.run(cli.pingora_opt()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("avx-gateway: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

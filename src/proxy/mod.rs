@@ -1,0 +1,224 @@
+//! The `ProxyHttp` implementation. Each hook is a table-of-contents entry that hands off to a
+//! module: routing, upstream selection, header forwarding, responses.
+
+mod context;
+mod forwarding;
+mod request_id;
+mod respond;
+
+pub use context::RequestCtx;
+pub use forwarding::X_REQUEST_ID;
+
+use crate::routing::Action;
+use crate::runtime::Runtime;
+use crate::upstream::{HashKey, Upstream};
+use async_trait::async_trait;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use std::sync::Arc;
+
+/// The gateway's proxy logic, shared by every listener.
+pub struct GatewayProxy {
+    runtime: Arc<Runtime>,
+}
+
+impl GatewayProxy {
+    /// A proxy over a compiled runtime.
+    pub fn new(runtime: Arc<Runtime>) -> Self {
+        GatewayProxy { runtime }
+    }
+
+    fn upstream(&self, ctx: &RequestCtx) -> Option<&Arc<Upstream>> {
+        ctx.upstream.map(|i| &self.runtime.upstreams[i])
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for GatewayProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new()
+    }
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let d = &self.runtime.downstream;
+        session.set_keepalive(Some(d.keepalive_timeout_secs));
+        if d.keepalive_requests.is_some() {
+            session.set_keepalive_reuses_remaining(d.keepalive_requests);
+        }
+        session.set_read_timeout(Some(d.body_read_timeout));
+        let req = session.req_header();
+        ctx.request_id = Some(request_id::resolve(req.headers.get(&X_REQUEST_ID)));
+        ctx.host = forwarding::request_host(req).and_then(|h| h.parse().ok());
+        Ok(())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let req = session.req_header();
+        let host = forwarding::request_host(req);
+        let Some(route) = self
+            .runtime
+            .routes
+            .find(host, req.uri.path(), &req.method, &req.headers)
+        else {
+            respond::error(session, ctx, 404, "no route\n", false).await?;
+            return Ok(true);
+        };
+        ctx.route = Some(route.index);
+        match &route.action {
+            Action::Respond(fixed) => {
+                respond::fixed(session, ctx, fixed).await?;
+                Ok(true)
+            }
+            Action::Proxy { upstream, .. } => {
+                ctx.upstream = Some(*upstream);
+                Ok(false)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let Some(up) = self.upstream(ctx) else {
+            return Error::e_explain(ErrorType::InternalError, "upstream_peer without a route");
+        };
+        let up = up.clone();
+        if let Some(prev) = ctx.backend.take() {
+            ctx.tried.push(prev);
+        }
+        let mut ip_buf = [0u8; 16];
+        let key = if up.hashes() {
+            hash_input(session, &up.hash_key, &mut ip_buf)
+        } else {
+            &[]
+        };
+        let slot = up.select(key, &ctx.tried);
+        let Some(slot) = slot else {
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(503),
+                format!("no healthy backend in upstream {}", up.name),
+            ));
+        };
+        ctx.backend = Some(slot);
+        ctx.inflight = Some(up.begin(slot));
+        Ok(up.peer(slot))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // A refused or timed-out connect never reached the backend, so another one may be tried.
+        let retries = self.upstream(ctx).map_or(0, |u| u.retries);
+        e.set_retry(ctx.tried.len() < retries);
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(route) = ctx.route.map(|i| &self.runtime.routes.routes()[i]) else {
+            return Ok(());
+        };
+        let Action::Proxy {
+            strip_prefix,
+            preserve_host,
+            ..
+        } = &route.action
+        else {
+            return Ok(());
+        };
+        if let Some(prefix) = strip_prefix {
+            forwarding::strip_prefix(upstream_request, prefix)?;
+        }
+        let backend_host = match (self.upstream(ctx), ctx.backend) {
+            (Some(up), Some(slot)) => up.host_header(slot),
+            _ => "",
+        };
+        forwarding::upstream_headers(session, upstream_request, ctx, *preserve_host, backend_host)
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(id) = &ctx.request_id {
+            upstream_response.insert_header(X_REQUEST_ID.clone(), id.clone())?;
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let dead_client = e.esource() == &ErrorSource::Downstream
+            && matches!(
+                e.etype(),
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
+            );
+        let (code, body) = respond::status_for(e);
+        let error_code = if dead_client {
+            0
+        } else if let Some(sent) = session.response_written() {
+            // The header already went out; all we can do is close the stream.
+            sent.status.as_u16()
+        } else {
+            if let Err(write_err) = respond::error(session, ctx, code, body, true).await {
+                log::debug!("failed to send error response: {write_err}");
+            }
+            code
+        };
+        FailToProxy {
+            error_code,
+            can_reuse_downstream: false,
+        }
+    }
+}
+
+/// The bytes a consistent-hash upstream hashes for this request, without allocating.
+fn hash_input<'a>(session: &'a Session, key: &HashKey, ip_buf: &'a mut [u8; 16]) -> &'a [u8] {
+    match key {
+        HashKey::ClientIp => match session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+        {
+            Some(std::net::IpAddr::V4(v4)) => {
+                ip_buf[..4].copy_from_slice(&v4.octets());
+                &ip_buf[..4]
+            }
+            Some(std::net::IpAddr::V6(v6)) => {
+                *ip_buf = v6.octets();
+                &ip_buf[..]
+            }
+            None => &[],
+        },
+        HashKey::Path => session.req_header().uri.path().as_bytes(),
+        HashKey::Header(name) => session
+            .req_header()
+            .headers
+            .get(name)
+            .map_or(&[][..], |v| v.as_bytes()),
+    }
+}

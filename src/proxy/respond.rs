@@ -1,0 +1,86 @@
+//! Responses the gateway writes itself: fixed `respond:` routes and error pages.
+
+use super::context::RequestCtx;
+use super::forwarding::X_REQUEST_ID;
+use crate::routing::FixedResponse;
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::HeaderValue;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+
+/// Writes a `respond:` route's fixed response.
+pub async fn fixed(session: &mut Session, ctx: &RequestCtx, resp: &FixedResponse) -> Result<()> {
+    let mut h = ResponseHeader::build(resp.status, Some(resp.headers.len() + 2))?;
+    for (k, v) in &resp.headers {
+        h.insert_header(k.clone(), v.clone())?;
+    }
+    h.insert_header(CONTENT_LENGTH, resp.body.len())?;
+    if let Some(id) = &ctx.request_id {
+        h.insert_header(X_REQUEST_ID.clone(), id.clone())?;
+    }
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(h), head_only || resp.body.is_empty())
+        .await?;
+    if !head_only && !resp.body.is_empty() {
+        session
+            .write_response_body(Some(resp.body.clone()), true)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Writes a short plain-text error page and asks for the connection to close when `close`.
+pub async fn error(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    status: u16,
+    body: &'static str,
+    close: bool,
+) -> Result<()> {
+    let mut h = ResponseHeader::build(status, Some(4))?;
+    h.insert_header(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    )?;
+    h.insert_header(CONTENT_LENGTH, body.len())?;
+    if let Some(id) = &ctx.request_id {
+        h.insert_header(X_REQUEST_ID.clone(), id.clone())?;
+    }
+    if close {
+        session.set_keepalive(None);
+    }
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(h), head_only)
+        .await?;
+    if !head_only {
+        session
+            .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The status and body the gateway answers with when proxying fails.
+pub fn status_for(e: &Error) -> (u16, &'static str) {
+    use ErrorType::*;
+    match e.etype() {
+        HTTPStatus(503) => (503, "no healthy upstream\n"),
+        HTTPStatus(code) => (*code, "error\n"),
+        ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => {
+            if e.esource() == &ErrorSource::Downstream {
+                (408, "request timeout\n")
+            } else {
+                (504, "upstream timed out\n")
+            }
+        }
+        _ => match e.esource() {
+            ErrorSource::Upstream => (502, "bad gateway\n"),
+            ErrorSource::Downstream => (400, "bad request\n"),
+            ErrorSource::Internal | ErrorSource::Unset => (500, "internal error\n"),
+        },
+    }
+}

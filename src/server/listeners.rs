@@ -1,0 +1,112 @@
+//! Proxy listeners: one Pingora service per h2c setting, TLS with h2 through ALPN.
+
+use crate::config::Config;
+use crate::proxy::GatewayProxy;
+use crate::runtime::Runtime;
+use async_trait::async_trait;
+use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
+use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::protocols::http::v2::server::H2Options;
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::listening::Service;
+use pingora_core::services::ServiceWithDependents;
+use pingora_error::{OrErr, Result};
+use pingora_proxy::{http_proxy, HttpProxy};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Builds the proxy services for all `listeners:`.
+pub(super) fn proxy_services(
+    conf: &Arc<ServerConf>,
+    config: &Config,
+    runtime: &Arc<Runtime>,
+) -> Result<Vec<Box<dyn ServiceWithDependents>>> {
+    let mut services: Vec<Box<dyn ServiceWithDependents>> = Vec::new();
+    // h2c is a per-service option, so cleartext-h2 listeners get a service of their own.
+    for h2c in [false, true] {
+        let listeners: Vec<_> = config
+            .listeners
+            .iter()
+            .filter(|l| (l.h2c && l.tls.is_none()) == h2c)
+            .collect();
+        if listeners.is_empty() {
+            continue;
+        }
+        let mut proxy = http_proxy(conf, GatewayProxy::new(runtime.clone()));
+        let mut opts = HttpServerOptions::default();
+        opts.h2c = h2c;
+        opts.keepalive_request_limit = runtime.downstream.keepalive_requests;
+        opts.h2_idle_timeout = Some(Duration::from_secs(
+            runtime.downstream.keepalive_timeout_secs.max(1),
+        ));
+        proxy.server_options = Some(opts);
+        let app = HeaderTimeout {
+            inner: Arc::new(proxy),
+            timeout: runtime.downstream.header_read_timeout,
+        };
+        let name = if h2c {
+            "avx-gateway h2c"
+        } else {
+            "avx-gateway"
+        };
+        let mut service = Service::new(name.to_string(), app);
+        for l in listeners {
+            match &l.tls {
+                Some(tls) => {
+                    let mut settings = TlsSettings::intermediate(&tls.cert, &tls.key)
+                        .or_err_with(pingora_error::ErrorType::InternalError, || {
+                            format!("loading TLS certificate for listener {}", l.address)
+                        })?;
+                    if tls.h2 {
+                        settings.enable_h2();
+                    }
+                    service.add_tls_with_settings(&l.address, None, settings);
+                }
+                None => service.add_tcp(&l.address),
+            }
+            log::info!(
+                "listening on {}{}{}",
+                l.address,
+                if l.tls.is_some() { " (tls)" } else { "" },
+                if l.h2c { " (h2c)" } else { "" }
+            );
+        }
+        services.push(Box::new(service));
+    }
+    Ok(services)
+}
+
+/// Bounds how long a client may take to send its request header.
+///
+/// Pingora reads the first request of a connection with a fixed 60 s per-read timeout; this
+/// applies `server.header_read_timeout_ms` instead before handing the session to the proxy.
+struct HeaderTimeout {
+    inner: Arc<HttpProxy<GatewayProxy>>,
+    timeout: Duration,
+}
+
+#[async_trait]
+impl HttpServerApp for HeaderTimeout {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        session.set_read_timeout(Some(self.timeout));
+        self.inner.process_new_http(session, shutdown).await
+    }
+
+    fn h2_options(&self) -> Option<H2Options> {
+        self.inner.h2_options()
+    }
+
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        self.inner.server_options()
+    }
+
+    async fn http_cleanup(&self) {
+        self.inner.http_cleanup().await
+    }
+}

@@ -1,0 +1,236 @@
+//! One upstream pool: its backends, their pre-built peers, selection and in-flight counts.
+
+use super::health;
+use super::selection::{HashKey, Selector, SlotIndex};
+use crate::config::{ConfigError, KeyPath, LoadBalancing, UpstreamConfig};
+use pingora_core::protocols::ALPN;
+use pingora_core::services::background::{background_service, GenBackgroundService};
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_load_balancing::discovery::Static;
+use pingora_load_balancing::selection::{BackendIter, BackendSelection};
+use pingora_load_balancing::{Backend, Backends, LoadBalancer};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A backend of an upstream, with the peer template the proxy clones for each request.
+pub struct BackendSlot {
+    /// The backend's address.
+    pub addr: SocketAddr,
+    /// Configured weight.
+    pub weight: usize,
+    /// Requests currently in flight to this backend.
+    pub inflight: AtomicUsize,
+    /// Host header sent when a route does not preserve the client's.
+    host: String,
+    backend: Backend,
+    peer: HttpPeer,
+}
+
+/// An upstream pool, built once from `upstreams.NAME`.
+pub struct Upstream {
+    /// The pool's name from the config.
+    pub name: Arc<str>,
+    /// Extra attempts on another backend after a connect failure.
+    pub retries: usize,
+    /// What consistent hashing hashes on.
+    pub hash_key: HashKey,
+    /// Whether an active health check runs for this pool.
+    pub health_checked: bool,
+    /// Backends in config order.
+    pub backends: Vec<BackendSlot>,
+    selector: Selector,
+}
+
+/// A Pingora background service that runs an upstream's health checks.
+pub type HealthService = Box<dyn pingora_core::services::ServiceWithDependents>;
+
+/// Decrements a backend's in-flight count when the request is done.
+pub struct InflightGuard {
+    upstream: Arc<Upstream>,
+    slot: usize,
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.upstream.backends[self.slot]
+            .inflight
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Upstream {
+    /// Builds the pool and, when it is health-checked, the background service that checks it.
+    pub fn build(
+        name: &str,
+        cfg: &UpstreamConfig,
+        idle_timeout: Option<Duration>,
+    ) -> Result<(Upstream, Option<HealthService>), ConfigError> {
+        let path = KeyPath::root().key("upstreams").key(name);
+        let mut set = BTreeSet::new();
+        let mut backends = Vec::with_capacity(cfg.servers.len());
+        for (i, server) in cfg.servers.iter().enumerate() {
+            let sp = path.key("servers").index(i);
+            let addr: SocketAddr = crate::config::socket_addr(&sp.key("address"), &server.address)?;
+            let mut backend = Backend::new_with_weight(&server.address, server.weight)
+                .map_err(|e| ConfigError::at(&sp.key("address"), e.to_string()))?;
+            backend.ext.insert(SlotIndex(i));
+            set.insert(backend.clone());
+            backends.push(BackendSlot {
+                addr,
+                weight: server.weight,
+                inflight: AtomicUsize::new(0),
+                peer: peer(cfg, addr, idle_timeout),
+                host: cfg
+                    .tls
+                    .as_ref()
+                    .map_or_else(|| server.address.clone(), |t| t.sni.clone()),
+                backend,
+            });
+        }
+        let check = health::build(cfg)
+            .map_err(|e| ConfigError::at(&path.key("health_check"), e.to_string()))?;
+        let interval = cfg
+            .health_check
+            .as_ref()
+            .map(|hc| Duration::from_millis(hc.interval_ms));
+        let bg_name = format!("health check {name}");
+        let mut service: Option<HealthService> = None;
+        macro_rules! balancer {
+            ($alg:ty) => {{
+                let lb = balancer::<$alg>(set, check, interval);
+                match interval {
+                    Some(_) => {
+                        let bg: GenBackgroundService<LoadBalancer<$alg>> =
+                            background_service(&bg_name, lb);
+                        let task = bg.task();
+                        service = Some(Box::new(bg));
+                        task
+                    }
+                    None => Arc::new(lb),
+                }
+            }};
+        }
+        let selector = match cfg.load_balancing {
+            LoadBalancing::RoundRobin => {
+                Selector::RoundRobin(balancer!(pingora_load_balancing::selection::RoundRobin))
+            }
+            LoadBalancing::Random => {
+                Selector::Random(balancer!(pingora_load_balancing::selection::Random))
+            }
+            LoadBalancing::ConsistentHash => {
+                Selector::Consistent(balancer!(pingora_load_balancing::selection::Consistent))
+            }
+            LoadBalancing::LeastConnections => Selector::LeastConnections(
+                balancer!(pingora_load_balancing::selection::RoundRobin),
+                AtomicUsize::new(0),
+            ),
+        };
+        let hash_key = cfg
+            .hash_key
+            .as_deref()
+            .and_then(HashKey::parse)
+            .unwrap_or(HashKey::ClientIp);
+        let upstream = Upstream {
+            name: name.into(),
+            retries: cfg.retries,
+            hash_key,
+            health_checked: interval.is_some(),
+            backends,
+            selector,
+        };
+        Ok((upstream, service))
+    }
+
+    /// Picks a ready backend not yet tried by this request; `key` matters only for hashing.
+    pub fn select(&self, key: &[u8], tried: &[usize]) -> Option<usize> {
+        self.selector.select(
+            key,
+            |i| !tried.contains(&i),
+            |i| self.backends[i].inflight.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Counts a request against backend `slot` until the guard drops.
+    pub fn begin(self: &Arc<Self>, slot: usize) -> InflightGuard {
+        self.backends[slot].inflight.fetch_add(1, Ordering::Relaxed);
+        InflightGuard {
+            upstream: self.clone(),
+            slot,
+        }
+    }
+
+    /// A fresh peer for backend `slot`, with the pool's timeouts and TLS settings.
+    pub fn peer(&self, slot: usize) -> Box<HttpPeer> {
+        Box::new(self.backends[slot].peer.clone())
+    }
+
+    /// Whether selection depends on the request (consistent hashing).
+    pub fn hashes(&self) -> bool {
+        matches!(self.selector, Selector::Consistent(_))
+    }
+
+    /// The Host header to send to backend `slot` when the client's is not preserved.
+    pub fn host_header(&self, slot: usize) -> &str {
+        &self.backends[slot].host
+    }
+
+    /// Whether backend `slot` is currently healthy.
+    pub fn is_healthy(&self, slot: usize) -> bool {
+        self.selector.ready(&self.backends[slot].backend)
+    }
+
+    /// Number of backends that are currently healthy.
+    pub fn healthy_count(&self) -> usize {
+        (0..self.backends.len())
+            .filter(|&i| self.is_healthy(i))
+            .count()
+    }
+}
+
+fn balancer<S>(
+    set: BTreeSet<Backend>,
+    check: Option<Box<dyn pingora_load_balancing::health_check::HealthCheck + Send + Sync>>,
+    interval: Option<Duration>,
+) -> LoadBalancer<S>
+where
+    S: BackendSelection + 'static,
+    S::Iter: BackendIter,
+{
+    let mut backends = Backends::new(Static::new(set));
+    if let Some(check) = check {
+        backends.set_health_check(check);
+    }
+    let mut lb = LoadBalancer::<S>::from_backends(backends);
+    lb.health_check_frequency = interval;
+    lb.parallel_health_check = true;
+    // Static discovery resolves nothing and never waits, so the first update completes at once.
+    let _ = futures::FutureExt::now_or_never(lb.update());
+    lb
+}
+
+fn peer(cfg: &UpstreamConfig, addr: SocketAddr, idle_timeout: Option<Duration>) -> HttpPeer {
+    let (tls, sni) = match &cfg.tls {
+        Some(t) => (true, t.sni.clone()),
+        None => (false, String::new()),
+    };
+    let mut peer = HttpPeer::new(addr, tls, sni);
+    let o = &mut peer.options;
+    o.connection_timeout = Some(Duration::from_millis(cfg.timeouts.connect_ms));
+    o.total_connection_timeout = Some(Duration::from_millis(cfg.timeouts.connect_ms * 2));
+    o.read_timeout = Some(Duration::from_millis(cfg.timeouts.read_ms));
+    o.write_timeout = Some(Duration::from_millis(cfg.timeouts.write_ms));
+    o.idle_timeout = Some(idle_timeout.unwrap_or(Duration::from_secs(
+        cfg.connection_pool.idle_timeout_seconds,
+    )));
+    if let Some(t) = &cfg.tls {
+        o.verify_cert = t.verify;
+        o.verify_hostname = t.verify;
+        if t.h2 {
+            o.alpn = ALPN::H2H1;
+        }
+    }
+    peer
+}
