@@ -1,0 +1,241 @@
+//! Starts the real `avx-gateway` binary from a YAML string on free ports.
+
+use super::free_addr;
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+static DIR_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A scratch directory removed on drop.
+pub struct TestDir(pub PathBuf);
+
+impl TestDir {
+    /// A new empty directory under the system temp dir.
+    pub fn new() -> TestDir {
+        let n = DIR_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("avx-it-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create test dir");
+        TestDir(dir)
+    }
+
+    /// A path inside the directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// Writes a file and returns its path.
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, contents).expect("write test file");
+        p
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The gateway binary built by cargo for these tests.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_avx-gateway")
+}
+
+/// Runs `avx-gateway -t -c <yaml>`; returns (exit success, stderr + stdout).
+pub fn check_config(yaml: &str) -> (bool, String, PathBuf, TestDir) {
+    let dir = TestDir::new();
+    let path = dir.write("gateway.yaml", yaml);
+    let out = Command::new(binary())
+        .arg("-t")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .expect("run avx-gateway -t");
+    let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stdout));
+    (out.status.success(), text, path, dir)
+}
+
+/// A running gateway process, killed on drop.
+pub struct GatewayProcess {
+    child: Option<Child>,
+    /// The first listener's address.
+    pub addr: SocketAddr,
+    /// The admin listener's address.
+    pub admin: SocketAddr,
+    /// The config file the gateway runs on.
+    pub config: PathBuf,
+    /// Scratch directory holding the config, pid file and upgrade socket.
+    pub dir: TestDir,
+    log: PathBuf,
+}
+
+impl GatewayProcess {
+    /// Starts the gateway on `yaml`, where `{listen}` and `{admin}` stand for free loopback
+    /// addresses and `{dir}` for a scratch directory. A `server:` section with short grace
+    /// periods and private pid/upgrade paths is prepended unless the YAML has its own.
+    pub fn start(yaml: &str) -> GatewayProcess {
+        let dir = TestDir::new();
+        let addr = free_addr();
+        let admin = free_addr();
+        let mut text = yaml
+            .replace("{listen}", &addr.to_string())
+            .replace("{admin}", &admin.to_string())
+            .replace("{dir}", &dir.0.display().to_string());
+        if !text.lines().any(|l| l.starts_with("server:")) {
+            text = format!(
+                "server:\n  workers: 2\n  pid_file: {d}/gw.pid\n  upgrade_sock: {d}/upgrade.sock\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\n{text}",
+                d = dir.0.display()
+            );
+        }
+        if !text.lines().any(|l| l.starts_with("admin:")) {
+            text.push_str(&format!("\nadmin:\n  address: {admin}\n"));
+        }
+        let config = dir.write("gateway.yaml", &text);
+        Self::spawn(config, dir, addr, admin, &[])
+    }
+
+    fn spawn(
+        config: PathBuf,
+        dir: TestDir,
+        addr: SocketAddr,
+        admin: SocketAddr,
+        extra: &[&str],
+    ) -> GatewayProcess {
+        let log = dir.path("gateway.log");
+        let log_file = std::fs::File::create(&log).expect("create log file");
+        let child = Command::new(binary())
+            .arg("-c")
+            .arg(&config)
+            .args(extra)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn avx-gateway");
+        let mut gw = GatewayProcess {
+            child: Some(child),
+            addr,
+            admin,
+            config,
+            dir,
+            log,
+        };
+        gw.wait_ready(Duration::from_secs(20));
+        gw
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// `http://ADDR` of the first listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// `http://ADMIN` of the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
+    /// Everything the gateway has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Resident memory of the gateway process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    fn wait_ready(&mut self, deadline: Duration) {
+        let end = Instant::now() + deadline;
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("gateway exited early with {status}:\n{}", self.log());
+            }
+            if http_ok(self.admin, "/health") && TcpStream::connect(self.addr).is_ok() {
+                return;
+            }
+            if Instant::now() > end {
+                panic!("gateway not ready within {deadline:?}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status();
+    }
+
+    /// Waits up to `deadline` for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<i32> {
+        let end = Instant::now() + deadline;
+        while Instant::now() < end {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// The config directory, for tests that write extra files next to the config.
+    pub fn dir(&self) -> &Path {
+        &self.dir.0
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A blocking `GET path` returning whether the answer was 200; used before any runtime exists.
+fn http_ok(addr: SocketAddr, path: &str) -> bool {
+    use std::io::Write;
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .is_err()
+    {
+        return false;
+    }
+    let mut buf = [0u8; 12];
+    s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.1 200")
+}

@@ -1,0 +1,50 @@
+//! The shared test harness: real upstream servers and the real gateway binary on loopback.
+
+#![allow(dead_code)]
+
+pub mod gateway;
+pub mod upstream;
+
+pub use gateway::{check_config, GatewayProcess, TestDir};
+pub use upstream::TestUpstream;
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
+
+/// An unused loopback port (bound then released; the kernel will not hand it out again soon).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// A free loopback address.
+pub fn free_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// Polls `cond` until it holds or `deadline` passes; returns whether it held.
+pub async fn wait_until<F, Fut>(deadline: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = Instant::now() + deadline;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A plain HTTP/1.1 client that never pools connections across tests.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("build reqwest client")
+}

@@ -1,0 +1,5 @@
+//! Integration tests: the real gateway binary against real loopback upstreams.
+
+mod harness;
+
+mod smoke;
