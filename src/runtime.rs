@@ -28,6 +28,8 @@ pub struct DownstreamSettings {
     pub body_read_timeout: Duration,
     /// Timeout of each header read.
     pub header_read_timeout: Duration,
+    /// Largest request header block accepted (431 beyond it).
+    pub max_header_bytes: usize,
 }
 
 impl Runtime {
@@ -52,6 +54,7 @@ impl Runtime {
             keepalive_requests: (s.keepalive_requests > 0).then_some(s.keepalive_requests),
             body_read_timeout: Duration::from_millis(s.client_body_timeout_ms),
             header_read_timeout: Duration::from_millis(s.header_read_timeout_ms),
+            max_header_bytes: s.max_header_bytes,
         };
         Ok((
             Runtime {

@@ -35,7 +35,9 @@ pub fn locate(source: &str, path: &KeyPath) -> Option<(usize, usize)> {
     for seg in &path.0 {
         match seg {
             PathSeg::Key(k) => {
-                let (idx, col, indent) = find_key(&lines, start, end, min_indent, k)?;
+                let Some((idx, col, indent)) = find_key(&lines, start, end, min_indent, k) else {
+                    return found;
+                };
                 found = Some((lines[idx].no, col));
                 end = block_end(&lines, idx, end, indent);
                 start = idx;
@@ -48,12 +50,16 @@ pub fn locate(source: &str, path: &KeyPath) -> Option<(usize, usize)> {
                             || lines[i].text == "-"
                     })
                     .collect();
-                let item_indent = items.iter().map(|&i| lines[i].indent).min()?;
+                let Some(item_indent) = items.iter().map(|&i| lines[i].indent).min() else {
+                    return found;
+                };
                 let items: Vec<usize> = items
                     .into_iter()
                     .filter(|&i| lines[i].indent == item_indent)
                     .collect();
-                let idx = *items.get(*n)?;
+                let Some(&idx) = items.get(*n) else {
+                    return found;
+                };
                 found = Some((lines[idx].no, lines[idx].indent + 1));
                 end = items
                     .get(n + 1)
@@ -70,7 +76,11 @@ pub fn locate(source: &str, path: &KeyPath) -> Option<(usize, usize)> {
 /// The first line after `idx` that is not nested deeper than `indent`.
 fn block_end(lines: &[Line], idx: usize, end: usize, indent: usize) -> usize {
     (idx + 1..end)
-        .find(|&i| lines[i].indent <= indent)
+        .find(|&i| {
+            lines[i].indent < indent
+                || (lines[i].indent == indent
+                    && !(lines[i].text.starts_with("- ") || lines[i].text == "-"))
+        })
         .unwrap_or(end)
 }
 

@@ -51,6 +51,8 @@ pub struct ServerSection {
     pub group: Option<String>,
     /// Timeout for reading a request's headers (each read while the header is incomplete).
     pub header_read_timeout_ms: u64,
+    /// Largest request header block (request line and headers) accepted; larger gets 431.
+    pub max_header_bytes: usize,
     /// Idle timeout of a downstream keep-alive connection between requests.
     pub keepalive_timeout_seconds: u64,
     /// Maximum requests served on one downstream keep-alive connection (0 = unlimited).
@@ -78,6 +80,7 @@ impl Default for ServerSection {
             user: None,
             group: None,
             header_read_timeout_ms: 10_000,
+            max_header_bytes: 64 * 1024,
             keepalive_timeout_seconds: 60,
             keepalive_requests: 0,
             client_body_timeout_ms: 60_000,
@@ -175,7 +178,7 @@ fn default_retries() -> usize {
 pub struct ServerConfig {
     /// `ip:port` of the backend.
     pub address: String,
-    /// Relative weight for weighted algorithms (1..=65535... in practice small).
+    /// Relative weight for weighted algorithms (1 to 10000).
     #[serde(default = "default_weight")]
     pub weight: usize,
 }

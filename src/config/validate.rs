@@ -32,6 +32,9 @@ fn server(s: &ServerSection, p: &KeyPath) -> Result<(), ConfigError> {
     if s.header_read_timeout_ms == 0 {
         return err(&p.key("header_read_timeout_ms"), "must be greater than 0");
     }
+    if s.max_header_bytes < 1024 {
+        return err(&p.key("max_header_bytes"), "must be at least 1024");
+    }
     if s.client_body_timeout_ms == 0 {
         return err(&p.key("client_body_timeout_ms"), "must be greater than 0");
     }

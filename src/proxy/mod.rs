@@ -3,6 +3,7 @@
 
 mod context;
 mod forwarding;
+mod framing;
 mod request_id;
 mod respond;
 
@@ -61,6 +62,12 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if let Some((status, body)) =
+            framing::problem(session, self.runtime.downstream.max_header_bytes)
+        {
+            respond::error(session, ctx, status, body, true).await?;
+            return Ok(true);
+        }
         let req = session.req_header();
         let host = forwarding::request_host(req);
         let Some(route) = self
@@ -112,6 +119,15 @@ impl ProxyHttp for GatewayProxy {
         ctx.backend = Some(slot);
         ctx.inflight = Some(up.begin(slot));
         Ok(up.peer(slot))
+    }
+
+    fn persist_connection_context(
+        &self,
+        _session: &Session,
+        _ctx: &RequestCtx,
+    ) -> Option<Box<dyn std::any::Any + Send + Sync>> {
+        // Marks the next request on this connection as a reuse (see HeaderTimeout).
+        Some(Box::new(()))
     }
 
     fn fail_to_connect(

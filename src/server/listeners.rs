@@ -94,6 +94,18 @@ impl HttpServerApp for HeaderTimeout {
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
+        // Pingora reads a request header under the keep-alive timeout whenever one is set (it
+        // sets 60 s on every new connection) and only falls back to `read_timeout` when
+        // keep-alive is off. Turn it off for the first request of a connection so the header
+        // read is bounded by `header_read_timeout_ms`; `respect_keepalive` and
+        // `early_request_filter` switch it back on once the header is parsed. A reused
+        // connection carries the marker from `persist_connection_context` and keeps its idle
+        // keep-alive timeout.
+        let reused = session.take_connection_user_context();
+        if reused.is_none() {
+            session.set_keepalive(None);
+        }
+        session.set_connection_user_context(reused);
         session.set_read_timeout(Some(self.timeout));
         self.inner.process_new_http(session, shutdown).await
     }

@@ -2,4 +2,10 @@
 
 mod harness;
 
+mod bad_requests;
+mod balancing;
+mod config_errors;
+mod health;
+mod proxying;
+mod routing;
 mod smoke;

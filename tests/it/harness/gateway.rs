@@ -149,6 +149,18 @@ impl GatewayProcess {
         format!("http://{}{}", self.admin, path)
     }
 
+    /// The admin `/status` JSON document.
+    pub async fn status(&self) -> serde_json::Value {
+        super::client()
+            .get(self.admin_url("/status"))
+            .send()
+            .await
+            .expect("GET admin /status")
+            .json()
+            .await
+            .expect("admin /status is JSON")
+    }
+
     /// Everything the gateway has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -3,10 +3,14 @@
 #![allow(dead_code)]
 
 pub mod gateway;
+pub mod raw_http;
 pub mod upstream;
+pub mod websocket;
 
 pub use gateway::{check_config, GatewayProcess, TestDir};
+pub use raw_http::RawConn;
 pub use upstream::TestUpstream;
+pub use websocket::WsEchoUpstream;
 
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};

@@ -7,6 +7,7 @@
 //! - `/upload`: reads the whole body and answers with its length;
 //! - `/status/NNN`: answers with that status;
 //! - anything else: a JSON echo of the request (`upstream`, `method`, `uri`, `headers`).
+//!
 //! Every response carries `x-upstream: NAME`.
 
 use bytes::Bytes;
@@ -100,6 +101,16 @@ impl TestUpstream {
     /// Requests answered so far (excluding health checks).
     pub fn hits(&self) -> usize {
         self.state.hits.load(Ordering::SeqCst)
+    }
+
+    /// Requests being answered right now (excluding health checks).
+    pub fn inflight(&self) -> usize {
+        self.state.inflight.load(Ordering::SeqCst)
+    }
+
+    /// Health-check requests seen so far.
+    pub fn health_checks(&self) -> usize {
+        self.state.health_checks.load(Ordering::SeqCst)
     }
 
     /// Makes `/health` answer 200 (true) or 503 (false).
