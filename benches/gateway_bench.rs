@@ -1,8 +1,10 @@
 //! Component benchmarks. Run one group with e.g.
 //! `cargo bench --bench gateway_bench -- route_matching`.
 
-use avx_gateway::config::{Config, RouteConfig};
+use avx_gateway::config::{CircuitBreakerConfig, Config, RouteConfig};
+use avx_gateway::policy::{now_us, RateLimiter};
 use avx_gateway::routing::RouteTable;
+use avx_gateway::upstream::CircuitBreaker;
 use avx_gateway::upstream::Upstream;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use http::{HeaderMap, Method};
@@ -87,5 +89,46 @@ fn load_balancer(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, route_matching, load_balancer);
+fn rate_limit(c: &mut Criterion) {
+    let mut g = c.benchmark_group("rate_limit");
+    // A limit far above the offered load: this measures the check, not rejections.
+    let limiter = RateLimiter::new(1e6, 1000, 65_536);
+    let ip: std::net::IpAddr = "192.0.2.7".parse().expect("ip");
+    g.bench_function("check_one_key", |b| {
+        b.iter(|| limiter.check(black_box(&ip)))
+    });
+    let keys: Vec<u64> = (0..100_000).collect();
+    let mut i = 0usize;
+    g.bench_function("check_100k_keys", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            limiter.check(black_box(&keys[i]))
+        })
+    });
+    g.finish();
+}
+
+fn circuit_breaker(c: &mut Criterion) {
+    let mut g = c.benchmark_group("circuit_breaker");
+    let breaker = CircuitBreaker::new(&CircuitBreakerConfig::default());
+    g.bench_function("admit_closed", |b| {
+        b.iter(|| breaker.admit(black_box(now_us())))
+    });
+    g.bench_function("admit_and_record_success", |b| {
+        b.iter(|| {
+            let now = now_us();
+            let a = breaker.admit(now);
+            breaker.record(a, false, now);
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    route_matching,
+    load_balancer,
+    rate_limit,
+    circuit_breaker
+);
 criterion_main!(benches);

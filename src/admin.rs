@@ -66,6 +66,7 @@ impl AdminApp {
     }
 
     fn status(&self) -> serde_json::Value {
+        let now = crate::policy::now_us();
         let upstreams: serde_json::Map<String, serde_json::Value> = self
             .runtime
             .upstreams
@@ -81,12 +82,20 @@ impl AdminApp {
                             "weight": b.weight,
                             "healthy": u.is_healthy(i),
                             "inflight": b.inflight.load(std::sync::atomic::Ordering::Relaxed),
+                            "ejected": u.is_ejected(i, now),
                         })
                     })
                     .collect();
+                let breaker = u.breaker.as_ref().map(
+                    |b| json!({ "state": b.state().as_str(), "transitions": b.transitions() }),
+                );
                 (
                     u.name.to_string(),
-                    json!({ "health_checked": u.health_checked, "backends": backends }),
+                    json!({
+                        "health_checked": u.health_checked,
+                        "backends": backends,
+                        "circuit_breaker": breaker,
+                    }),
                 )
             })
             .collect();

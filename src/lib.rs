@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod policy;
 pub mod proxy;
 pub mod routing;
 pub mod runtime;

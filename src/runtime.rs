@@ -1,6 +1,7 @@
 //! The compiled runtime model: what the hot path reads, built once from a validated [`Config`].
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, KeyPath};
+use crate::policy::{RouteGuards, TrustedProxies};
 use crate::routing::RouteTable;
 use crate::upstream::{HealthService, Upstream};
 use std::collections::HashMap;
@@ -13,6 +14,10 @@ pub struct Runtime {
     pub routes: RouteTable,
     /// Upstream pools, indexed as the route table refers to them.
     pub upstreams: Vec<Arc<Upstream>>,
+    /// Rate limits and concurrency caps, indexed like the routes.
+    pub guards: Vec<RouteGuards>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: TrustedProxies,
     /// Downstream timeouts and limits applied to every request.
     pub downstream: DownstreamSettings,
 }
@@ -48,6 +53,11 @@ impl Runtime {
             services.extend(svc);
         }
         let routes = RouteTable::build(&config.routes, |n| index.get(n).copied())?;
+        let guards = crate::policy::build_route_guards(config)?;
+        let trusted_proxies =
+            TrustedProxies::parse(&config.trusted_proxies).map_err(|(i, msg)| {
+                ConfigError::at(&KeyPath::root().key("trusted_proxies").index(i), msg)
+            })?;
         let s = &config.server;
         let downstream = DownstreamSettings {
             keepalive_timeout_secs: s.keepalive_timeout_seconds,
@@ -60,6 +70,8 @@ impl Runtime {
             Runtime {
                 routes,
                 upstreams,
+                guards,
+                trusted_proxies,
                 downstream,
             },
             services,

@@ -25,6 +25,12 @@ pub struct Config {
     /// Routes, in file order.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Default rate limit for routes that have none of their own.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Proxies (CIDRs) whose `X-Forwarded-For` is believed when finding the client IP.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// `server:`: process-wide settings handed to Pingora.
@@ -53,7 +59,7 @@ pub struct ServerSection {
     pub header_read_timeout_ms: u64,
     /// Largest request header block (request line and headers) accepted; larger gets 431.
     pub max_header_bytes: usize,
-    /// Idle timeout of a downstream keep-alive connection between requests.
+    /// Idle timeout of a downstream keep-alive connection between requests (0 = no keep-alive).
     pub keepalive_timeout_seconds: u64,
     /// Maximum requests served on one downstream keep-alive connection (0 = unlimited).
     pub keepalive_requests: u32,
@@ -166,6 +172,105 @@ pub struct UpstreamConfig {
     /// Talk TLS to the backends.
     #[serde(default)]
     pub tls: Option<UpstreamTls>,
+    /// Fail fast while the upstream is failing.
+    #[serde(default)]
+    pub circuit_breaker: Option<CircuitBreakerConfig>,
+    /// Eject a backend that keeps failing in live traffic.
+    #[serde(default)]
+    pub passive_health: PassiveHealthConfig,
+}
+
+/// `upstreams.NAME.circuit_breaker`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitBreakerConfig {
+    /// Consecutive failures that open the circuit (0 disables this trigger).
+    pub failure_threshold: u32,
+    /// Failure ratio over the window that opens the circuit (0 disables this trigger).
+    pub failure_rate: f64,
+    /// Requests the window must hold before `failure_rate` applies.
+    pub minimum_requests: u32,
+    /// Length of the sliding window, in seconds.
+    pub window_seconds: u64,
+    /// Time the circuit stays open before probing, in seconds (fractions allowed).
+    pub open_seconds: f64,
+    /// Probes allowed while half-open.
+    pub half_open_requests: u32,
+    /// Upstream statuses that count as failures.
+    pub failure_statuses: Vec<u16>,
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        CircuitBreakerConfig {
+            failure_threshold: 5,
+            failure_rate: 0.5,
+            minimum_requests: 20,
+            window_seconds: 10,
+            open_seconds: 60.0,
+            half_open_requests: 1,
+            failure_statuses: vec![502, 503, 504],
+        }
+    }
+}
+
+/// `upstreams.NAME.passive_health`: outlier ejection from live traffic.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PassiveHealthConfig {
+    /// Turn passive ejection on or off.
+    pub enabled: bool,
+    /// Consecutive live failures that eject a backend (default: the health check's
+    /// `unhealthy_threshold`, else 3).
+    pub consecutive_failures: Option<u32>,
+    /// How long an ejected backend stays out of selection, in milliseconds.
+    pub cooldown_ms: u64,
+    /// Upstream statuses that count as failures (connect errors, timeouts and resets always do).
+    pub failure_statuses: Vec<u16>,
+}
+
+impl Default for PassiveHealthConfig {
+    fn default() -> Self {
+        PassiveHealthConfig {
+            enabled: true,
+            consecutive_failures: None,
+            cooldown_ms: 10_000,
+            failure_statuses: vec![502, 503, 504],
+        }
+    }
+}
+
+/// `rate_limit:` (global default) and `routes[].rate_limit`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Sustained rate per key.
+    pub requests_per_second: f64,
+    /// Extra requests allowed at once above the rate.
+    #[serde(default)]
+    pub burst: u64,
+    /// `client_ip`, `header:NAME` or `route`.
+    #[serde(default = "default_limit_key")]
+    pub key: String,
+    /// Status of a rejected request.
+    #[serde(default = "default_limit_status")]
+    pub status: u16,
+    /// Send `RateLimit-*` headers on admitted responses too.
+    #[serde(default = "yes")]
+    pub headers: bool,
+    /// Buckets kept (memory is fixed: 8 bytes each); more keys share buckets.
+    #[serde(default = "default_limit_slots")]
+    pub slots: usize,
+}
+
+fn default_limit_key() -> String {
+    "client_ip".into()
+}
+fn default_limit_status() -> u16 {
+    429
+}
+fn default_limit_slots() -> usize {
+    65_536
 }
 
 fn default_retries() -> usize {
@@ -215,7 +320,7 @@ pub struct HealthCheckConfig {
     /// Status an HTTP check expects.
     #[serde(default = "default_expected_status")]
     pub expected_status: u16,
-    /// Host header sent by an HTTP check (defaults to the backend address).
+    /// Host header (and, over TLS, SNI) of an HTTP check; defaults to `tls.sni`, else `localhost`.
     #[serde(default)]
     pub host: Option<String>,
     /// Time between checks.
@@ -338,6 +443,12 @@ pub struct RouteConfig {
     /// Send the client's Host header upstream (otherwise the backend address).
     #[serde(default = "yes")]
     pub preserve_host: bool,
+    /// Rate limit for this route (overrides the global `rate_limit`).
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Concurrency cap for this route; above it requests get 503.
+    #[serde(default)]
+    pub max_in_flight: Option<usize>,
 }
 
 /// `routes[].match`.

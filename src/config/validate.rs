@@ -15,7 +15,40 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     for (name, up) in &c.upstreams {
         upstream(up, &root.key("upstreams").key(name))?;
     }
+    if let Some(rl) = &c.rate_limit {
+        rate_limit(rl, &root.key("rate_limit"))?;
+    }
+    for (i, cidr) in c.trusted_proxies.iter().enumerate() {
+        if crate::policy::TrustedProxies::parse(std::slice::from_ref(cidr)).is_err() {
+            return err(
+                &root.key("trusted_proxies").index(i),
+                format!("invalid CIDR {cidr:?}"),
+            );
+        }
+    }
     routes(c, &root.key("routes"))
+}
+
+fn rate_limit(rl: &RateLimitConfig, p: &KeyPath) -> Result<(), ConfigError> {
+    if !(rl.requests_per_second > 0.0 && rl.requests_per_second <= 1e6) {
+        return err(&p.key("requests_per_second"), "must be in (0, 1000000]");
+    }
+    if !(400..=599).contains(&rl.status) {
+        return err(&p.key("status"), "must be a 4xx or 5xx status");
+    }
+    if rl.slots == 0 || rl.slots > 1 << 24 {
+        return err(&p.key("slots"), "must be in 1..=16777216");
+    }
+    match rl.key.as_str() {
+        "client_ip" | "route" => Ok(()),
+        k => match k.strip_prefix("header:") {
+            Some(name) if http::HeaderName::from_bytes(name.as_bytes()).is_ok() => Ok(()),
+            _ => err(
+                &p.key("key"),
+                format!("invalid key {k:?}: expected client_ip, header:NAME or route"),
+            ),
+        },
+    }
 }
 
 fn err<T>(path: &KeyPath, msg: impl Into<String>) -> Result<T, ConfigError> {
@@ -66,8 +99,12 @@ fn listeners(c: &Config, root: &KeyPath) -> Result<(), ConfigError> {
         let addr = socket_addr(&p.key("address"), &l.address)?;
         if let Some(tls) = &l.tls {
             for (key, file) in [("cert", &tls.cert), ("key", &tls.key)] {
-                if std::fs::metadata(file).is_err() {
-                    return err(&p.key("tls").key(key), format!("cannot read file {file:?}"));
+                match std::fs::read_to_string(file) {
+                    Ok(pem) if pem.contains("-----BEGIN ") => {}
+                    Ok(_) => return err(&p.key("tls").key(key), format!("{file:?} is not PEM")),
+                    Err(e) => {
+                        return err(&p.key("tls").key(key), format!("cannot read {file:?}: {e}"))
+                    }
                 }
             }
         }
@@ -154,9 +191,48 @@ fn upstream(u: &UpstreamConfig, p: &KeyPath) -> Result<(), ConfigError> {
             return err(&tp.key(key), "must be greater than 0");
         }
     }
+    if let Some(cb) = &u.circuit_breaker {
+        let cp = p.key("circuit_breaker");
+        if !(0.0..=1.0).contains(&cb.failure_rate) {
+            return err(&cp.key("failure_rate"), "must be between 0 and 1");
+        }
+        if cb.failure_threshold == 0 && cb.failure_rate == 0.0 {
+            return err(&cp, "set failure_threshold or failure_rate");
+        }
+        if cb.window_seconds == 0 || cb.window_seconds > 3600 {
+            return err(&cp.key("window_seconds"), "must be in 1..=3600");
+        }
+        if !(cb.open_seconds > 0.0 && cb.open_seconds <= 86_400.0) {
+            return err(&cp.key("open_seconds"), "must be in (0, 86400]");
+        }
+        if cb.half_open_requests == 0 {
+            return err(&cp.key("half_open_requests"), "must be at least 1");
+        }
+        statuses(&cp.key("failure_statuses"), &cb.failure_statuses)?;
+    }
+    let ph = &u.passive_health;
+    if ph.consecutive_failures == Some(0) {
+        return err(
+            &p.key("passive_health").key("consecutive_failures"),
+            "must be at least 1",
+        );
+    }
+    statuses(
+        &p.key("passive_health").key("failure_statuses"),
+        &ph.failure_statuses,
+    )?;
     if let Some(tls) = &u.tls {
         if tls.sni.is_empty() {
             return err(&p.key("tls").key("sni"), "must not be empty");
+        }
+    }
+    Ok(())
+}
+
+fn statuses(p: &KeyPath, list: &[u16]) -> Result<(), ConfigError> {
+    for (i, s) in list.iter().enumerate() {
+        if !(100..=599).contains(s) {
+            return err(&p.index(i), format!("{s} is not an HTTP status"));
         }
     }
     Ok(())
@@ -209,6 +285,12 @@ fn routes(c: &Config, p: &KeyPath) -> Result<(), ConfigError> {
             }
         }
         matcher(&r.matcher, &rp.key("match"))?;
+        if let Some(rl) = &r.rate_limit {
+            rate_limit(rl, &rp.key("rate_limit"))?;
+        }
+        if r.max_in_flight == Some(0) {
+            return err(&rp.key("max_in_flight"), "must be at least 1");
+        }
         if r.strip_prefix && r.matcher.path_prefix.is_none() {
             return err(&rp.key("strip_prefix"), "needs match.path_prefix");
         }
@@ -254,15 +336,16 @@ fn matcher(m: &MatchConfig, p: &KeyPath) -> Result<(), ConfigError> {
     }
     if let Some(host) = &m.host {
         let bare = host.strip_prefix("*.").unwrap_or(host);
-        let ok = !bare.is_empty()
-            && !bare.contains('*')
+        let name_ok = !bare.is_empty()
             && bare
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-.:_[]".contains(c));
-        if !ok {
+                .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
+        // Requests are matched on the host without its port, so a port here would never match.
+        let ipv6_ok = host == bare && bare.parse::<std::net::Ipv6Addr>().is_ok();
+        if !(name_ok || ipv6_ok) {
             return err(
                 &p.key("host"),
-                format!("invalid host {host:?}: expected a name or *.suffix"),
+                format!("invalid host {host:?}: expected a name or *.suffix, without a port"),
             );
         }
     }

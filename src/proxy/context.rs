@@ -1,7 +1,10 @@
 //! Per-request state carried through the proxy phases.
 
-use crate::upstream::InflightGuard;
+use super::protection::RateInfo;
+use crate::policy::ConcurrencyGuard;
+use crate::upstream::{Admission, InflightGuard};
 use http::HeaderValue;
+use std::net::IpAddr;
 use std::time::Instant;
 
 /// The proxy's per-request context (`ProxyHttp::CTX`).
@@ -22,6 +25,20 @@ pub struct RequestCtx {
     pub host: Option<HeaderValue>,
     /// Holds the backend's in-flight count up while the request uses it.
     pub inflight: Option<InflightGuard>,
+    /// The client IP (the peer, or from `X-Forwarded-For` behind trusted proxies).
+    pub client_ip: Option<IpAddr>,
+    /// The rate-limit decision, kept to render `RateLimit-*` on the response.
+    pub rate: Option<RateInfo>,
+    /// Holds the route's `max_in_flight` slot while the request runs.
+    pub route_slot: Option<ConcurrencyGuard>,
+    /// The circuit breaker's decision for this request.
+    pub admission: Option<Admission>,
+    /// Status of the upstream's response header, once it arrived.
+    pub upstream_status: Option<u16>,
+    /// The backend whose connect failure was already charged to passive health.
+    pub connect_failed: Option<usize>,
+    /// Whether the upstream outcome has been reported to the breaker and passive health.
+    pub outcome_recorded: bool,
 }
 
 impl RequestCtx {
@@ -36,6 +53,13 @@ impl RequestCtx {
             request_id: None,
             host: None,
             inflight: None,
+            client_ip: None,
+            rate: None,
+            route_slot: None,
+            admission: None,
+            upstream_status: None,
+            connect_failed: None,
+            outcome_recorded: false,
         }
     }
 }

@@ -66,20 +66,19 @@ pub fn upstream_headers(
         .map(|a| a.ip())
     {
         let ip = ip.to_string();
-        let xff = match req.headers.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()) {
-            Some(prev) if !prev.is_empty() => {
-                let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
-                v.extend_from_slice(prev);
+        // Every incoming X-Forwarded-For line is kept, in order, and the peer appended.
+        let mut v: Vec<u8> = Vec::with_capacity(64);
+        for prev in req.headers.get_all(&X_FORWARDED_FOR) {
+            if !prev.is_empty() {
+                v.extend_from_slice(prev.as_bytes());
                 v.extend_from_slice(b", ");
-                v.extend_from_slice(ip.as_bytes());
-                HeaderValue::from_bytes(&v).or_err(
-                    pingora_error::ErrorType::InvalidHTTPHeader,
-                    "bad X-Forwarded-For",
-                )?
             }
-            _ => HeaderValue::from_str(&ip)
-                .or_err(pingora_error::ErrorType::InternalError, "client ip")?,
-        };
+        }
+        v.extend_from_slice(ip.as_bytes());
+        let xff = HeaderValue::from_bytes(&v).or_err(
+            pingora_error::ErrorType::InvalidHTTPHeader,
+            "bad X-Forwarded-For",
+        )?;
         req.insert_header(X_FORWARDED_FOR.clone(), xff)?;
     }
     let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());

@@ -4,6 +4,7 @@
 mod context;
 mod forwarding;
 mod framing;
+mod protection;
 mod request_id;
 mod respond;
 
@@ -50,7 +51,8 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let d = &self.runtime.downstream;
-        session.set_keepalive(Some(d.keepalive_timeout_secs));
+        // 0 turns keep-alive off, as in NGINX (Pingora would read it as "forever").
+        session.set_keepalive((d.keepalive_timeout_secs > 0).then_some(d.keepalive_timeout_secs));
         if d.keepalive_requests.is_some() {
             session.set_keepalive_reuses_remaining(d.keepalive_requests);
         }
@@ -79,6 +81,9 @@ impl ProxyHttp for GatewayProxy {
             return Ok(true);
         };
         ctx.route = Some(route.index);
+        if protection::guard_route(&self.runtime, route.index, session, ctx).await? {
+            return Ok(true);
+        }
         match &route.action {
             Action::Respond(fixed) => {
                 respond::fixed(session, ctx, fixed).await?;
@@ -86,7 +91,7 @@ impl ProxyHttp for GatewayProxy {
             }
             Action::Proxy { upstream, .. } => {
                 ctx.upstream = Some(*upstream);
-                Ok(false)
+                protection::guard_upstream(&self.runtime.upstreams[*upstream], session, ctx).await
             }
         }
     }
@@ -109,7 +114,13 @@ impl ProxyHttp for GatewayProxy {
         } else {
             &[]
         };
-        let slot = up.select(key, &ctx.tried);
+        // Pingora itself retries a request whose pooled connection turned out dead; when every
+        // backend has been tried, such a retry may go back to one of them.
+        let slot = up.select(key, &ctx.tried).or_else(|| {
+            (!ctx.tried.is_empty())
+                .then(|| up.select(key, &[]))
+                .flatten()
+        });
         let Some(slot) = slot else {
             return Err(Error::explain(
                 ErrorType::HTTPStatus(503),
@@ -137,9 +148,17 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        // A refused or timed-out connect never reached the backend, so another one may be tried.
-        let retries = self.upstream(ctx).map_or(0, |u| u.retries);
-        e.set_retry(ctx.tried.len() < retries);
+        let Some(up) = self.upstream(ctx) else {
+            return e;
+        };
+        let Some(slot) = ctx.backend else {
+            return e;
+        };
+        up.record_backend(slot, true);
+        ctx.connect_failed = Some(slot);
+        // A refused or timed-out connect never reached the backend, so another one may be
+        // tried; with nowhere else to go, the connect error itself is the answer (502/504).
+        e.set_retry(ctx.tried.len() < up.retries && up.has_alternative(&ctx.tried, slot));
         e
     }
 
@@ -170,12 +189,26 @@ impl ProxyHttp for GatewayProxy {
         forwarding::upstream_headers(session, upstream_request, ctx, *preserve_host, backend_host)
     }
 
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(i) = ctx.upstream {
+            let status = upstream_response.status.as_u16();
+            protection::response_started(&self.runtime.upstreams[i], ctx, status);
+        }
+        Ok(())
+    }
+
     async fn response_filter(
         &self,
         _session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        protection::rate_headers(ctx, upstream_response)?;
         if let Some(id) = &ctx.request_id {
             upstream_response.insert_header(X_REQUEST_ID.clone(), id.clone())?;
         }
@@ -193,6 +226,10 @@ impl ProxyHttp for GatewayProxy {
                 e.etype(),
                 ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
             );
+        let upstream_fault = !dead_client && e.esource() == &ErrorSource::Upstream;
+        if let (true, Some(i)) = (upstream_fault, ctx.upstream) {
+            protection::record_outcome(&self.runtime.upstreams[i], ctx, None);
+        }
         let (code, body) = respond::status_for(e);
         let error_code = if dead_client {
             0
@@ -208,6 +245,12 @@ impl ProxyHttp for GatewayProxy {
         FailToProxy {
             error_code,
             can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, _session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(i) = ctx.upstream {
+            protection::finish(&self.runtime.upstreams[i], ctx, e);
         }
     }
 }

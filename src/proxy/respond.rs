@@ -12,7 +12,8 @@ use pingora_proxy::Session;
 
 /// Writes a `respond:` route's fixed response.
 pub async fn fixed(session: &mut Session, ctx: &RequestCtx, resp: &FixedResponse) -> Result<()> {
-    let mut h = ResponseHeader::build(resp.status, Some(resp.headers.len() + 2))?;
+    let mut h = ResponseHeader::build(resp.status, Some(resp.headers.len() + 6))?;
+    super::protection::rate_headers(ctx, &mut h)?;
     for (k, v) in &resp.headers {
         h.insert_header(k.clone(), v.clone())?;
     }
@@ -40,7 +41,27 @@ pub async fn error(
     body: &'static str,
     close: bool,
 ) -> Result<()> {
-    let mut h = ResponseHeader::build(status, Some(4))?;
+    error_with(
+        session,
+        ctx,
+        status,
+        body,
+        close,
+        ResponseHeader::build(status, Some(4))?,
+    )
+    .await
+}
+
+/// Like [`error`], on a header that already carries extra fields (e.g. `Retry-After`).
+pub async fn error_with(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    status: u16,
+    body: &'static str,
+    close: bool,
+    mut h: ResponseHeader,
+) -> Result<()> {
+    debug_assert_eq!(h.status.as_u16(), status);
     h.insert_header(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),

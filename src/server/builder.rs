@@ -40,7 +40,8 @@ impl GatewayBuilder {
             .ok_or_else(|| ConfigError::at(&KeyPath::root(), "no configuration given"))?;
         config.validate()?;
         let (runtime, health) = Runtime::build(&config, self.idle_timeout)?;
-        // Pingora keeps one LRU pool per worker; size it for every upstream's max_idle.
+        // Pingora keeps one LRU pool of idle upstream connections per proxy service, sized
+        // `upstream_keepalive_pool_size × workers`; make room for every upstream's max_idle.
         let pool_size = self.pool_size.unwrap_or_else(|| {
             let wanted: usize = config
                 .upstreams

@@ -78,6 +78,26 @@ pub(super) fn proxy_services(
     Ok(services)
 }
 
+/// Fails when a listener or the admin address cannot be bound (in use, or not permitted).
+pub(super) fn check_bindable(config: &Config) -> Result<()> {
+    let admin = config
+        .admin
+        .iter()
+        .map(|a| ("admin.address".to_string(), &a.address));
+    let public = config
+        .listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (format!("listeners[{i}].address"), &l.address));
+    for (key, addr) in public.chain(admin) {
+        std::net::TcpListener::bind(addr.as_str())
+            .or_err_with(pingora_error::ErrorType::BindError, || {
+                format!("{key}: cannot listen on {addr}")
+            })?;
+    }
+    Ok(())
+}
+
 /// Bounds how long a client may take to send its request header.
 ///
 /// Pingora reads the first request of a connection with a fixed 60 s per-read timeout; this

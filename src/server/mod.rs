@@ -64,6 +64,12 @@ impl Gateway {
 
     /// Builds the Pingora server with every service added, bootstrapped (fds taken over on `-u`).
     pub fn into_server(self, opt: Opt) -> pingora_error::Result<Server> {
+        // Pingora retries a busy port for 30 s and then panics inside the service while the
+        // process lives on; checking first turns that into a clear start-up error. On an
+        // upgrade the sockets come from the old process instead.
+        if !opt.upgrade {
+            listeners::check_bindable(&self.config)?;
+        }
         let mut server = Server::new_with_opt_and_conf(opt, self.server_conf());
         server.bootstrap();
         let conf = server.configuration.clone();

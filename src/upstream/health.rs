@@ -20,8 +20,13 @@ pub(crate) fn build(up: &UpstreamConfig) -> Result<Option<Box<dyn HealthCheck + 
             };
             check.consecutive_success = hc.healthy_threshold;
             check.consecutive_failure = hc.unhealthy_threshold;
-            check.peer_template.options.connection_timeout = Some(timeout);
-            check.peer_template.options.total_connection_timeout = Some(timeout);
+            let opts = &mut check.peer_template.options;
+            opts.connection_timeout = Some(timeout);
+            opts.total_connection_timeout = Some(timeout);
+            if let Some(tls) = &up.tls {
+                opts.verify_cert = tls.verify;
+                opts.verify_hostname = tls.verify;
+            }
             check
         }
         HealthCheckKind::Http => Box::new(http_check(up, hc, timeout)?),

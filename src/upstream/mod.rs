@@ -1,8 +1,10 @@
 //! Upstream pools: backends, selection, health checks and the peers handed to Pingora.
 
+mod breaker;
 mod health;
 mod pool;
 mod selection;
 
+pub use breaker::{Admission, BreakerState, CircuitBreaker};
 pub use pool::{BackendSlot, HealthService, InflightGuard, Upstream};
 pub use selection::HashKey;

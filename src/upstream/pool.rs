@@ -1,8 +1,10 @@
 //! One upstream pool: its backends, their pre-built peers, selection and in-flight counts.
 
+use super::breaker::CircuitBreaker;
 use super::health;
 use super::selection::{HashKey, Selector, SlotIndex};
 use crate::config::{ConfigError, KeyPath, LoadBalancing, UpstreamConfig};
+use crate::policy::now_us;
 use pingora_core::protocols::ALPN;
 use pingora_core::services::background::{background_service, GenBackgroundService};
 use pingora_core::upstreams::peer::HttpPeer;
@@ -11,7 +13,7 @@ use pingora_load_balancing::selection::{BackendIter, BackendSelection};
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +25,10 @@ pub struct BackendSlot {
     pub weight: usize,
     /// Requests currently in flight to this backend.
     pub inflight: AtomicUsize,
+    /// Consecutive failures seen in live traffic.
+    failures: AtomicU32,
+    /// Passive ejection deadline (microseconds on the policy clock); 0 when not ejected.
+    ejected_until: AtomicU64,
     /// Host header sent when a route does not preserve the client's.
     host: String,
     backend: Backend,
@@ -41,7 +47,17 @@ pub struct Upstream {
     pub health_checked: bool,
     /// Backends in config order.
     pub backends: Vec<BackendSlot>,
+    /// The upstream's circuit breaker, when configured.
+    pub breaker: Option<CircuitBreaker>,
+    passive: Option<PassiveHealth>,
     selector: Selector,
+}
+
+/// Outlier ejection settings, compiled from `passive_health`.
+struct PassiveHealth {
+    threshold: u32,
+    cooldown_us: u64,
+    failure_statuses: Vec<u16>,
 }
 
 /// A Pingora background service that runs an upstream's health checks.
@@ -82,6 +98,8 @@ impl Upstream {
                 addr,
                 weight: server.weight,
                 inflight: AtomicUsize::new(0),
+                failures: AtomicU32::new(0),
+                ejected_until: AtomicU64::new(0),
                 peer: peer(cfg, addr, idle_timeout),
                 host: cfg
                     .tls
@@ -133,8 +151,19 @@ impl Upstream {
             .as_deref()
             .and_then(HashKey::parse)
             .unwrap_or(HashKey::ClientIp);
+        let passive = cfg.passive_health.enabled.then(|| PassiveHealth {
+            threshold: cfg.passive_health.consecutive_failures.unwrap_or_else(|| {
+                cfg.health_check
+                    .as_ref()
+                    .map_or(3, |hc| hc.unhealthy_threshold as u32)
+            }),
+            cooldown_us: cfg.passive_health.cooldown_ms * 1000,
+            failure_statuses: cfg.passive_health.failure_statuses.clone(),
+        });
         let upstream = Upstream {
             name: name.into(),
+            breaker: cfg.circuit_breaker.as_ref().map(CircuitBreaker::new),
+            passive,
             retries: cfg.retries,
             hash_key,
             health_checked: interval.is_some(),
@@ -146,11 +175,20 @@ impl Upstream {
 
     /// Picks a ready backend not yet tried by this request; `key` matters only for hashing.
     pub fn select(&self, key: &[u8], tried: &[usize]) -> Option<usize> {
+        let now = now_us();
         self.selector.select(
             key,
-            |i| !tried.contains(&i),
+            |i| !tried.contains(&i) && !self.is_ejected(i, now),
             |i| self.backends[i].inflight.load(Ordering::Relaxed),
         )
+    }
+
+    /// Whether a backend other than `current` and those in `tried` could take a retry.
+    pub fn has_alternative(&self, tried: &[usize], current: usize) -> bool {
+        let now = now_us();
+        (0..self.backends.len()).any(|i| {
+            i != current && !tried.contains(&i) && self.is_healthy(i) && !self.is_ejected(i, now)
+        })
     }
 
     /// Counts a request against backend `slot` until the guard drops.
@@ -165,6 +203,40 @@ impl Upstream {
     /// A fresh peer for backend `slot`, with the pool's timeouts and TLS settings.
     pub fn peer(&self, slot: usize) -> Box<HttpPeer> {
         Box::new(self.backends[slot].peer.clone())
+    }
+
+    /// Whether backend `slot` is passively ejected at `now` (policy-clock microseconds).
+    pub fn is_ejected(&self, slot: usize, now: u64) -> bool {
+        self.backends[slot].ejected_until.load(Ordering::Relaxed) > now
+    }
+
+    /// Whether an upstream status counts as a live-traffic failure of the backend.
+    pub fn is_backend_failure_status(&self, status: u16) -> bool {
+        self.passive
+            .as_ref()
+            .is_some_and(|p| p.failure_statuses.contains(&status))
+    }
+
+    /// Records a live-traffic outcome for backend `slot`, ejecting it after a run of failures.
+    pub fn record_backend(&self, slot: usize, failed: bool) {
+        let Some(p) = &self.passive else { return };
+        let b = &self.backends[slot];
+        if !failed {
+            b.failures.store(0, Ordering::Relaxed);
+            return;
+        }
+        if b.failures.fetch_add(1, Ordering::AcqRel) + 1 >= p.threshold {
+            b.failures.store(0, Ordering::Relaxed);
+            b.ejected_until
+                .store(now_us() + p.cooldown_us, Ordering::Relaxed);
+            log::warn!(
+                "upstream {}: ejecting backend {} for {} ms after {} consecutive failures",
+                self.name,
+                b.addr,
+                p.cooldown_us / 1000,
+                p.threshold
+            );
+        }
     }
 
     /// Whether selection depends on the request (consistent hashing).

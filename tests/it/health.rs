@@ -1,6 +1,6 @@
 //! Active health checks, failing backends and retries on connect failures.
 
-use crate::harness::{client, free_addr, wait_until, GatewayProcess, TestUpstream};
+use crate::harness::{client, refused_addr, wait_until, GatewayProcess, TestUpstream};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -320,13 +320,7 @@ async fn all_backends_unhealthy_fails_fast() {
 
 /// Two distinct loopback addresses nothing listens on.
 fn dead_addrs() -> (SocketAddr, SocketAddr) {
-    let first = free_addr();
-    loop {
-        let second = free_addr();
-        if second != first {
-            return (first, second);
-        }
-    }
+    (refused_addr(0), refused_addr(1))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -364,7 +358,9 @@ async fn without_retries_connect_failures_are_502() {
     let live = TestUpstream::start("live").await;
     let gw = gateway(
         &[dead, live.addr],
-        "    load_balancing: round_robin\n    retries: 0",
+        // Passive ejection would take the dead backend out after a few failures; this test
+        // is about retries alone.
+        "    load_balancing: round_robin\n    retries: 0\n    passive_health: { enabled: false }",
     );
     let c = client();
     let (mut ok, mut failed) = (0, 0);

@@ -2,13 +2,17 @@
 
 #![allow(dead_code)]
 
+pub mod faulty;
 pub mod gateway;
 pub mod raw_http;
+pub mod tls_upstream;
 pub mod upstream;
 pub mod websocket;
 
+pub use faulty::{Fault, FaultyUpstream};
 pub use gateway::{check_config, GatewayProcess, TestDir};
 pub use raw_http::RawConn;
+pub use tls_upstream::TlsUpstream;
 pub use upstream::TestUpstream;
 pub use websocket::WsEchoUpstream;
 
@@ -24,6 +28,12 @@ pub fn free_port() -> u16 {
 /// A free loopback address.
 pub fn free_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// A loopback address that refuses connections: port 1 on 127.0.0.`2 + i`. Unlike a released
+/// ephemeral port, no parallel test can start listening there.
+pub fn refused_addr(i: u8) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 2 + i], 1))
 }
 
 /// Polls `cond` until it holds or `deadline` passes; returns whether it held.

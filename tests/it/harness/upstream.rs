@@ -8,7 +8,8 @@
 //! - `/status/NNN`: answers with that status;
 //! - anything else: a JSON echo of the request (`upstream`, `method`, `uri`, `headers`).
 //!
-//! Every response carries `x-upstream: NAME`.
+//! While [`TestUpstream::set_fail_status`] is set, every request except `/health` is answered
+//! with that status instead. Every response carries `x-upstream: NAME`.
 
 use bytes::Bytes;
 use futures_util::stream;
@@ -20,7 +21,7 @@ use hyper_util::rt::TokioIo;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -38,6 +39,8 @@ pub struct UpstreamState {
     /// Health-check requests seen.
     pub health_checks: AtomicUsize,
     healthy: AtomicBool,
+    /// Status every non-health request gets while failing; 0 when serving normally.
+    fail_status: AtomicU16,
 }
 
 /// A running origin server, stopped on drop.
@@ -118,6 +121,13 @@ impl TestUpstream {
         self.state.healthy.store(healthy, Ordering::SeqCst);
     }
 
+    /// Makes every request except `/health` fail with `status` (`None`: serve normally again).
+    pub fn set_fail_status(&self, status: Option<u16>) {
+        self.state
+            .fail_status
+            .store(status.unwrap_or(0), Ordering::SeqCst);
+    }
+
     /// Stops listening and drops every open connection.
     pub fn stop(self) -> SocketAddr {
         self.addr
@@ -155,10 +165,19 @@ async fn handle(
         return Ok(resp);
     }
     state.hits.fetch_add(1, Ordering::SeqCst);
-    state.inflight.fetch_add(1, Ordering::SeqCst);
-    let resp = route(req, &path, &name).await;
-    state.inflight.fetch_sub(1, Ordering::SeqCst);
-    let mut resp = resp;
+    let mut resp = match state.fail_status.load(Ordering::SeqCst) {
+        0 => {
+            state.inflight.fetch_add(1, Ordering::SeqCst);
+            let resp = route(req, &path, &name).await;
+            state.inflight.fetch_sub(1, Ordering::SeqCst);
+            resp
+        }
+        code => {
+            let mut resp = Response::new(full(format!("failing with {code}")));
+            *resp.status_mut() = hyper::StatusCode::from_u16(code).unwrap_or_default();
+            resp
+        }
+    };
     resp.headers_mut()
         .insert("x-upstream", name.parse().expect("upstream name header"));
     Ok(resp)

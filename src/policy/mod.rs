@@ -1,0 +1,107 @@
+//! Traffic policy applied in `request_filter`: rate limits and concurrency caps.
+
+mod client_ip;
+mod concurrency;
+mod rate_limit;
+
+pub use client_ip::TrustedProxies;
+pub use concurrency::{ConcurrencyGuard, ConcurrencyLimit};
+pub use rate_limit::{now_us, Decision, RateLimiter};
+
+use crate::config::{Config, ConfigError, KeyPath, RateLimitConfig};
+use http::HeaderName;
+
+/// What a rate limit is keyed on.
+#[derive(Debug, Clone)]
+pub enum LimitKey {
+    /// The client IP (see [`TrustedProxies`]).
+    ClientIp,
+    /// A request header's value (requests without it share one bucket).
+    Header(HeaderName),
+    /// One bucket for the whole route.
+    Route,
+}
+
+/// A compiled `rate_limit:` for one route.
+pub struct RoutePolicy {
+    /// The bucket table.
+    pub limiter: RateLimiter,
+    /// What the buckets are keyed on.
+    pub key: LimitKey,
+    /// Status for rejected requests.
+    pub status: u16,
+    /// Whether admitted responses carry `RateLimit-*` headers.
+    pub headers: bool,
+    /// `RateLimit-Limit` value, pre-rendered.
+    pub limit_header: http::HeaderValue,
+    /// `RateLimit-Policy` value, pre-rendered.
+    pub policy_header: http::HeaderValue,
+}
+
+impl RoutePolicy {
+    /// Compiles a validated `rate_limit:` section.
+    pub fn build(cfg: &RateLimitConfig, path: &KeyPath) -> Result<RoutePolicy, ConfigError> {
+        let key = match cfg.key.as_str() {
+            "client_ip" => LimitKey::ClientIp,
+            "route" => LimitKey::Route,
+            other => match other
+                .strip_prefix("header:")
+                .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+            {
+                Some(h) => LimitKey::Header(h),
+                None => {
+                    return Err(ConfigError::at(
+                        &path.key("key"),
+                        format!("invalid key {other:?}: expected client_ip, header:NAME or route"),
+                    ))
+                }
+            },
+        };
+        let limit = cfg.requests_per_second.ceil() as u64;
+        let render = |s: String| {
+            http::HeaderValue::from_str(&s)
+                .map_err(|_| ConfigError::at(path, "cannot render rate-limit header"))
+        };
+        Ok(RoutePolicy {
+            limiter: RateLimiter::new(cfg.requests_per_second, cfg.burst, cfg.slots),
+            key,
+            status: cfg.status,
+            headers: cfg.headers,
+            limit_header: render(limit.to_string())?,
+            policy_header: render(format!("{limit};w=1;burst={}", cfg.burst))?,
+        })
+    }
+}
+
+/// The protections of one route: its rate limit and concurrency cap.
+#[derive(Default)]
+pub struct RouteGuards {
+    /// The route's own `rate_limit`, or the global default.
+    pub rate: Option<RoutePolicy>,
+    /// `max_in_flight`.
+    pub in_flight: Option<ConcurrencyLimit>,
+}
+
+/// Compiles every route's guards, in route order.
+pub fn build_route_guards(config: &Config) -> Result<Vec<RouteGuards>, ConfigError> {
+    let root = KeyPath::root();
+    config
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let rate = match (&r.rate_limit, &config.rate_limit) {
+                (Some(own), _) => Some(RoutePolicy::build(
+                    own,
+                    &root.key("routes").index(i).key("rate_limit"),
+                )?),
+                (None, Some(global)) => Some(RoutePolicy::build(global, &root.key("rate_limit"))?),
+                (None, None) => None,
+            };
+            Ok(RouteGuards {
+                rate,
+                in_flight: r.max_in_flight.map(ConcurrencyLimit::new),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,184 @@
+//! Rate limits, concurrency caps and the circuit breaker, applied in `request_filter`, and the
+//! reporting of upstream outcomes back to the breaker and passive health.
+
+use super::context::RequestCtx;
+use super::respond;
+use crate::policy::{now_us, Decision, LimitKey};
+use crate::runtime::Runtime;
+use crate::upstream::{Admission, Upstream};
+use http::HeaderValue;
+use pingora_error::{Error, ErrorSource, Result};
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+
+/// Applies the route's rate limit and concurrency cap; returns true when it answered.
+pub async fn guard_route(
+    runtime: &Runtime,
+    route: usize,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> Result<bool> {
+    let peer = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    ctx.client_ip = runtime
+        .trusted_proxies
+        .client_ip(peer, &session.req_header().headers);
+    let guards = &runtime.guards[route];
+    if let Some(policy) = &guards.rate {
+        let decision = match &policy.key {
+            LimitKey::ClientIp => policy.limiter.check(&ctx.client_ip),
+            LimitKey::Route => policy.limiter.check(&()),
+            LimitKey::Header(name) => policy.limiter.check(
+                session
+                    .req_header()
+                    .headers
+                    .get(name)
+                    .map_or(&[][..], |v| v.as_bytes()),
+            ),
+        };
+        if !decision.allowed {
+            let mut h = ResponseHeader::build(policy.status, Some(8))?;
+            h.insert_header("retry-after", decision.retry_after_secs)?;
+            insert_rate_headers(
+                &mut h,
+                &decision,
+                &policy.limit_header,
+                &policy.policy_header,
+            )?;
+            respond::error_with(
+                session,
+                ctx,
+                policy.status,
+                "rate limit exceeded\n",
+                false,
+                h,
+            )
+            .await?;
+            return Ok(true);
+        }
+        if policy.headers {
+            ctx.rate = Some(RateInfo {
+                decision,
+                limit: policy.limit_header.clone(),
+                policy: policy.policy_header.clone(),
+            });
+        }
+    }
+    if let Some(cap) = &guards.in_flight {
+        match cap.try_acquire() {
+            Some(slot) => ctx.route_slot = Some(slot),
+            None => {
+                let mut h = ResponseHeader::build(503, Some(4))?;
+                h.insert_header("retry-after", "1")?;
+                respond::error_with(session, ctx, 503, "too many requests in flight\n", false, h)
+                    .await?;
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// Asks the upstream's circuit breaker; returns true when it answered (circuit open).
+pub async fn guard_upstream(
+    up: &Upstream,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> Result<bool> {
+    let Some(breaker) = &up.breaker else {
+        return Ok(false);
+    };
+    let admission = breaker.admit(now_us());
+    ctx.admission = Some(admission);
+    if let Admission::Rejected { retry_after_secs } = admission {
+        let mut h = ResponseHeader::build(503, Some(4))?;
+        h.insert_header("retry-after", retry_after_secs)?;
+        respond::error_with(session, ctx, 503, "upstream circuit open\n", false, h).await?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// Reports the request's upstream outcome once: to passive health (per backend) and the breaker.
+pub fn record_outcome(up: &Upstream, ctx: &mut RequestCtx, status: Option<u16>) {
+    if ctx.outcome_recorded {
+        return;
+    }
+    ctx.outcome_recorded = true;
+    // A connect failure was already charged to its backend in `fail_to_connect`.
+    if let Some(slot) = ctx.backend.filter(|&s| ctx.connect_failed != Some(s)) {
+        let failed = status.is_none_or(|s| up.is_backend_failure_status(s));
+        up.record_backend(slot, failed);
+    }
+    if let (Some(breaker), Some(admission)) = (&up.breaker, ctx.admission) {
+        let failed = status.is_none_or(|s| breaker.is_failure_status(s));
+        breaker.record(admission, failed, now_us());
+    }
+}
+
+/// Notes the upstream's response status: a failure status is reported at once, so the very
+/// next request already sees an opened circuit; a success waits for the body to finish.
+pub fn response_started(up: &Upstream, ctx: &mut RequestCtx, status: u16) {
+    ctx.upstream_status = Some(status);
+    let failure = up.is_backend_failure_status(status)
+        || up
+            .breaker
+            .as_ref()
+            .is_some_and(|b| b.is_failure_status(status));
+    if failure {
+        record_outcome(up, ctx, Some(status));
+    }
+}
+
+/// Settles the request at its end: a response that started well counts as a success unless the
+/// upstream broke off mid-body (a reset or timeout then counts as a failure), and a half-open
+/// probe that never reached the upstream gives its slot back.
+pub fn finish(up: &Upstream, ctx: &mut RequestCtx, e: Option<&Error>) {
+    if ctx.outcome_recorded {
+        return;
+    }
+    let upstream_broke = e.is_some_and(|e| e.esource() == &ErrorSource::Upstream);
+    match ctx.upstream_status {
+        Some(_) if upstream_broke => record_outcome(up, ctx, None),
+        Some(status) => record_outcome(up, ctx, Some(status)),
+        None => {
+            if ctx.admission == Some(Admission::Probe) {
+                if let Some(b) = &up.breaker {
+                    b.abandon_probe();
+                }
+            }
+        }
+    }
+}
+
+/// What an admitted request's response reports in its `RateLimit-*` headers.
+pub struct RateInfo {
+    /// The limiter's decision for this request.
+    pub decision: Decision,
+    /// Pre-rendered `RateLimit-Limit`.
+    pub limit: HeaderValue,
+    /// Pre-rendered `RateLimit-Policy`.
+    pub policy: HeaderValue,
+}
+
+/// Adds `RateLimit-*` headers for an admitted request, when the route sends them.
+pub fn rate_headers(ctx: &RequestCtx, h: &mut ResponseHeader) -> Result<()> {
+    match &ctx.rate {
+        Some(r) => insert_rate_headers(h, &r.decision, &r.limit, &r.policy),
+        None => Ok(()),
+    }
+}
+
+fn insert_rate_headers(
+    h: &mut ResponseHeader,
+    d: &Decision,
+    limit: &HeaderValue,
+    policy: &HeaderValue,
+) -> Result<()> {
+    h.insert_header("ratelimit-limit", limit.clone())?;
+    h.insert_header("ratelimit-policy", policy.clone())?;
+    h.insert_header("ratelimit-remaining", d.remaining)?;
+    h.insert_header("ratelimit-reset", d.reset_secs)
+}
