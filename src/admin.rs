@@ -108,6 +108,7 @@ impl AdminApp {
             .collect();
         json!({
             "version": env!("CARGO_PKG_VERSION"),
+            "pid": std::process::id(),
             "ready": self.ready(),
             "routes": routes,
             "upstreams": upstreams,
