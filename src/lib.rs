@@ -5,7 +5,9 @@
 //! compiles the runtime model, and [`Gateway::run`] hands it to Pingora.
 
 pub mod admin;
+pub mod cache;
 pub mod cli;
+pub mod compression;
 pub mod config;
 pub mod policy;
 pub mod proxy;

@@ -1,5 +1,7 @@
 //! The compiled runtime model: what the hot path reads, built once from a validated [`Config`].
 
+use crate::cache::{CacheStore, RouteCache};
+use crate::compression::CompressionPolicy;
 use crate::config::{Config, ConfigError, KeyPath};
 use crate::policy::{RouteGuards, TrustedProxies};
 use crate::routing::RouteTable;
@@ -18,6 +20,12 @@ pub struct Runtime {
     pub guards: Vec<RouteGuards>,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: TrustedProxies,
+    /// The response cache, when any route caches.
+    pub cache: Option<CacheStore>,
+    /// Per-route cache settings, indexed like the routes.
+    pub route_cache: Vec<Option<RouteCache>>,
+    /// Per-route compression, indexed like the routes.
+    pub route_compression: Vec<Option<CompressionPolicy>>,
     /// Downstream timeouts and limits applied to every request.
     pub downstream: DownstreamSettings,
 }
@@ -58,6 +66,22 @@ impl Runtime {
             TrustedProxies::parse(&config.trusted_proxies).map_err(|(i, msg)| {
                 ConfigError::at(&KeyPath::root().key("trusted_proxies").index(i), msg)
             })?;
+        let routes_path = KeyPath::root().key("routes");
+        let mut route_cache = Vec::with_capacity(config.routes.len());
+        let mut route_compression = Vec::with_capacity(config.routes.len());
+        for (i, r) in config.routes.iter().enumerate() {
+            let p = routes_path.index(i);
+            route_cache.push(RouteCache::build(&r.cache, &p.key("cache"))?);
+            route_compression.push(CompressionPolicy::build(
+                &config.compression,
+                &r.compression,
+                &p.key("compression"),
+            )?);
+        }
+        let cache = route_cache
+            .iter()
+            .any(Option::is_some)
+            .then(|| CacheStore::build(&config.cache));
         let s = &config.server;
         let downstream = DownstreamSettings {
             keepalive_timeout_secs: s.keepalive_timeout_seconds,
@@ -72,6 +96,9 @@ impl Runtime {
                 upstreams,
                 guards,
                 trusted_proxies,
+                cache,
+                route_cache,
+                route_compression,
                 downstream,
             },
             services,

@@ -31,6 +31,84 @@ pub struct Config {
     /// Proxies (CIDRs) whose `X-Forwarded-For` is believed when finding the client IP.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// The shared response cache (storage limits); routes opt in with `cache.enabled`.
+    #[serde(default)]
+    pub cache: CacheConfig,
+    /// Response compression defaults; routes opt in with `compression.enabled`.
+    #[serde(default)]
+    pub compression: CompressionConfig,
+}
+
+/// `cache:`: the in-memory store shared by every caching route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Most entries kept; the least recently used are evicted beyond it.
+    pub max_size: usize,
+    /// Memory budget for bodies and headers, in bytes.
+    pub max_bytes: usize,
+    /// Upper bound on any entry's freshness, in seconds.
+    pub ttl_seconds: u64,
+    /// Larger responses pass through uncached, streamed.
+    pub max_object_bytes: usize,
+    /// How long concurrent misses on one key wait for the first to fill it, in ms.
+    pub lock_timeout_ms: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            max_size: 10_000,
+            max_bytes: 268_435_456,
+            ttl_seconds: 300,
+            max_object_bytes: 8_388_608,
+            lock_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// `routes[].cache`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteCacheConfig {
+    /// Cache this route's GET and HEAD responses.
+    pub enabled: bool,
+    /// Freshness for 200s that carry a validator but no explicit lifetime (0 = none).
+    pub default_ttl_seconds: u64,
+    /// Serve stale while refreshing in the background, when the origin says nothing.
+    pub stale_while_revalidate_seconds: u32,
+    /// Serve stale when the origin fails, when the origin says nothing.
+    pub stale_if_error_seconds: u32,
+    /// Extra parts of the cache key.
+    pub key: CacheKeyConfig,
+}
+
+/// `routes[].cache.key`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheKeyConfig {
+    /// Request headers whose values are part of the key.
+    pub include_headers: Vec<String>,
+    /// Leave the query string out of the key.
+    pub ignore_query: bool,
+}
+
+/// `compression:` (global) and `routes[].compression` (overrides).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompressionConfig {
+    /// Compress this route's responses (routes only; the global section sets defaults).
+    pub enabled: Option<bool>,
+    /// Bodies known to be smaller than this are sent as they are (default 1024).
+    pub min_size: Option<usize>,
+    /// Compression level, 1-9 (default 6); brotli and zstd map it to their own scales.
+    pub level: Option<u32>,
+    /// Algorithms in server preference order (default zstd, br, gzip).
+    pub algorithms: Option<Vec<String>>,
+    /// Content types to compress; `text/*` style prefixes allowed.
+    pub content_types: Option<Vec<String>>,
+    /// Decompress gzip from the upstream for clients that do not accept it (default true).
+    pub decompress: Option<bool>,
 }
 
 /// `server:`: process-wide settings handed to Pingora.
@@ -449,6 +527,12 @@ pub struct RouteConfig {
     /// Concurrency cap for this route; above it requests get 503.
     #[serde(default)]
     pub max_in_flight: Option<usize>,
+    /// Response caching for this route.
+    #[serde(default)]
+    pub cache: RouteCacheConfig,
+    /// Response compression for this route (overrides the global section).
+    #[serde(default)]
+    pub compression: CompressionConfig,
 }
 
 /// `routes[].match`.

@@ -37,6 +37,13 @@ pub struct RequestCtx {
     pub upstream_status: Option<u16>,
     /// The backend whose connect failure was already charged to passive health.
     pub connect_failed: Option<usize>,
+    /// The client's own `Accept-Encoding`, held while the compression module sees the
+    /// negotiated one (outer `Some` = replaced; inner = the original value, if any).
+    pub accept_encoding: Option<Option<HeaderValue>>,
+    /// Whether compression is on for this request.
+    pub compressing: bool,
+    /// The `X-Cache-Status` sent, for logs.
+    pub cache_status: Option<&'static str>,
     /// Whether the upstream outcome has been reported to the breaker and passive health.
     pub outcome_recorded: bool,
 }
@@ -59,6 +66,9 @@ impl RequestCtx {
             admission: None,
             upstream_status: None,
             connect_failed: None,
+            accept_encoding: None,
+            compressing: false,
+            cache_status: None,
             outcome_recorded: false,
         }
     }

@@ -1,6 +1,7 @@
 //! The `ProxyHttp` implementation. Each hook is a table-of-contents entry that hands off to a
 //! module: routing, upstream selection, header forwarding, responses.
 
+mod caching;
 mod context;
 mod forwarding;
 mod framing;
@@ -15,6 +16,10 @@ use crate::routing::Action;
 use crate::runtime::Runtime;
 use crate::upstream::{HashKey, Upstream};
 use async_trait::async_trait;
+use pingora_cache::key::HashBinary;
+use pingora_cache::{CacheKey, CacheMeta, NoCacheReason, RespCacheable};
+use pingora_core::modules::http::compression::ResponseCompressionBuilder;
+use pingora_core::modules::http::HttpModules;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -60,27 +65,44 @@ impl ProxyHttp for GatewayProxy {
         let req = session.req_header();
         ctx.request_id = Some(request_id::resolve(req.headers.get(&X_REQUEST_ID)));
         ctx.host = forwarding::request_host(req).and_then(|h| h.parse().ok());
+        // Routing happens here, before Pingora's compression module reads the request, because
+        // the route decides whether (and how) to compress.
+        ctx.route = self
+            .runtime
+            .routes
+            .find(
+                forwarding::request_host(req),
+                req.uri.path(),
+                &req.method,
+                &req.headers,
+            )
+            .map(|r| r.index);
+        caching::prepare_compression(&self.runtime, session, ctx);
         Ok(())
     }
 
+    fn init_downstream_modules(&self, modules: &mut HttpModules) {
+        // Present but off; `caching::prepare_compression` turns it on per route.
+        modules.add_module(ResponseCompressionBuilder::enable(0));
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        caching::restore_accept_encoding(session, ctx);
         if let Some((status, body)) =
             framing::problem(session, self.runtime.downstream.max_header_bytes)
         {
             respond::error(session, ctx, status, body, true).await?;
             return Ok(true);
         }
-        let req = session.req_header();
-        let host = forwarding::request_host(req);
-        let Some(route) = self
-            .runtime
-            .routes
-            .find(host, req.uri.path(), &req.method, &req.headers)
-        else {
+        if session.req_header().method.as_str() == "PURGE" {
+            // Purging is an admin-listener operation only.
+            respond::error(session, ctx, 405, "method not allowed\n", false).await?;
+            return Ok(true);
+        }
+        let Some(route) = ctx.route.map(|i| &self.runtime.routes.routes()[i]) else {
             respond::error(session, ctx, 404, "no route\n", false).await?;
             return Ok(true);
         };
-        ctx.route = Some(route.index);
         if protection::guard_route(&self.runtime, route.index, session, ctx).await? {
             return Ok(true);
         }
@@ -94,6 +116,68 @@ impl ProxyHttp for GatewayProxy {
                 protection::guard_upstream(&self.runtime.upstreams[*upstream], session, ctx).await
             }
         }
+    }
+
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        caching::enable(&self.runtime, session, ctx);
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
+        let req = session.req_header();
+        match ctx.route.and_then(|r| self.runtime.route_cache[r].as_ref()) {
+            Some(rc) => Ok(rc.key(req, forwarding::request_host(req).unwrap_or(""))),
+            None => Error::e_explain(
+                ErrorType::InternalError,
+                "cache key without a caching route",
+            ),
+        }
+    }
+
+    fn response_cache_filter(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<RespCacheable> {
+        let (Some(rc), Some(store)) = (
+            ctx.route.and_then(|r| self.runtime.route_cache[r].as_ref()),
+            &self.runtime.cache,
+        ) else {
+            return Ok(RespCacheable::Uncacheable(NoCacheReason::NeverEnabled));
+        };
+        let auth = session
+            .req_header()
+            .headers
+            .contains_key(http::header::AUTHORIZATION);
+        Ok(crate::cache::cacheability(resp, auth, rc, store.ttl_cap))
+    }
+
+    fn cache_vary_filter(
+        &self,
+        meta: &CacheMeta,
+        _ctx: &mut RequestCtx,
+        req: &RequestHeader,
+    ) -> Option<HashBinary> {
+        crate::cache::variance(meta, req)
+    }
+
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+        error: Option<&Error>,
+    ) -> bool {
+        // The stored entry's own stale-while-revalidate / stale-if-error windows still apply;
+        // this only says the route is willing (None = a background revalidation).
+        let caching = ctx
+            .route
+            .is_some_and(|r| self.runtime.route_cache[r].is_some());
+        caching
+            && error.is_none_or(|e| {
+                e.esource() == &ErrorSource::Upstream
+                    || matches!(e.etype(), ErrorType::HTTPStatus(s) if *s >= 500)
+            })
     }
 
     async fn upstream_peer(
@@ -204,11 +288,12 @@ impl ProxyHttp for GatewayProxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         protection::rate_headers(ctx, upstream_response)?;
+        caching::on_response(&self.runtime, session, upstream_response, ctx).await?;
         if let Some(id) = &ctx.request_id {
             upstream_response.insert_header(X_REQUEST_ID.clone(), id.clone())?;
         }

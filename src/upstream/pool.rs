@@ -176,11 +176,16 @@ impl Upstream {
     /// Picks a ready backend not yet tried by this request; `key` matters only for hashing.
     pub fn select(&self, key: &[u8], tried: &[usize]) -> Option<usize> {
         let now = now_us();
-        self.selector.select(
-            key,
-            |i| !tried.contains(&i) && !self.is_ejected(i, now),
-            |i| self.backends[i].inflight.load(Ordering::Relaxed),
-        )
+        let load = |i: usize| self.backends[i].inflight.load(Ordering::Relaxed);
+        self.selector
+            .select(
+                key,
+                |i| !tried.contains(&i) && !self.is_ejected(i, now),
+                load,
+            )
+            // Ejecting every backend would turn a flaky upstream into a dead one, so when
+            // nothing else is left the ejected ones serve (Envoy's panic threshold, at 100%).
+            .or_else(|| self.selector.select(key, |i| !tried.contains(&i), load))
     }
 
     /// Whether a backend other than `current` and those in `tried` could take a retry.

@@ -53,6 +53,20 @@ async fn get(c: &reqwest::Client, gw: &GatewayProcess, path: &str) -> (u16, bool
     (status, upstream)
 }
 
+/// GET `path` on one keep-alive connection; returns the status and whether an upstream
+/// answered. The gateway settles a request (a success is recorded when its body is done) before
+/// it reads the next one from the same connection, so outcomes reach the breaker in order.
+async fn send(conn: &mut RawConn, path: &str) -> (u16, bool) {
+    conn.send(get_request(path).as_bytes())
+        .await
+        .expect("send a request");
+    let resp = conn
+        .read_response(Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    (resp.status, resp.header("x-upstream").is_some())
+}
+
 /// Asserts one request is rejected by the open circuit; returns its `Retry-After`.
 async fn expect_rejected(c: &reqwest::Client, gw: &GatewayProcess) -> u64 {
     let resp = c
@@ -85,22 +99,23 @@ async fn consecutive_failures_open_the_circuit_and_rejections_are_fast() {
         "failure_threshold: 3, failure_rate: 0, open_seconds: 30",
     );
     let c = client();
+    let mut conn = RawConn::connect(gw.addr).await;
     assert_eq!(breaker(&gw, "pool").await, ("closed".into(), 0));
     // Only a run of configured failure statuses counts: a success or a 500 breaks it.
-    for path in [
-        "/status/503",
-        "/status/502",
-        "/x",
-        "/status/504",
-        "/status/503",
+    for (path, status) in [
+        ("/status/503", 503),
+        ("/status/502", 502),
+        ("/x", 200),
+        ("/status/504", 504),
+        ("/status/503", 503),
+        ("/status/500", 500),
+        ("/status/503", 503),
+        ("/status/503", 503),
     ] {
-        get(&c, &gw, path).await;
+        assert_eq!(send(&mut conn, path).await, (status, true), "{path}");
     }
-    get(&c, &gw, "/status/500").await;
-    get(&c, &gw, "/status/503").await;
-    get(&c, &gw, "/status/503").await;
     assert_eq!(breaker(&gw, "pool").await, ("closed".into(), 0));
-    assert_eq!(get(&c, &gw, "/status/503").await, (503, true));
+    assert_eq!(send(&mut conn, "/status/503").await, (503, true));
     assert_eq!(breaker(&gw, "pool").await, ("open".into(), 1));
     let hits = up.hits();
     assert_eq!(hits, 9);
@@ -111,7 +126,6 @@ async fn consecutive_failures_open_the_circuit_and_rejections_are_fast() {
     assert_eq!(up.hits(), hits);
 
     // Fail-fast latency on one keep-alive connection.
-    let mut conn = RawConn::connect(gw.addr).await;
     let mut times = Vec::new();
     for i in 0..50 {
         let started = Instant::now();
@@ -196,7 +210,16 @@ async fn open_probes_after_open_seconds_a_failed_probe_reopens_a_good_one_closes
     assert_eq!(expect_rejected(&c, &gw).await, 1);
     assert_eq!(up.hits(), before + 1, "one probe only while half-open");
     assert_eq!(probe.await.unwrap(), 200);
-    assert_eq!(breaker(&gw, "pool").await, ("closed".into(), 5));
+    // A success is recorded once its response is complete, just after the client has it.
+    let closed = wait_until(Duration::from_secs(2), || async {
+        breaker(&gw, "pool").await == ("closed".into(), 5)
+    })
+    .await;
+    assert!(
+        closed,
+        "after a good probe: {:?}",
+        breaker(&gw, "pool").await
+    );
     for _ in 0..3 {
         assert_eq!(get(&c, &gw, "/x").await, (200, true));
     }
@@ -211,11 +234,12 @@ async fn failure_rate_over_the_window_opens_the_circuit() {
          open_seconds: 30",
     );
     let c = client();
+    let mut conn = RawConn::connect(gw.addr).await;
     // Alternating success and failure: never two failures in a row, half of them failing.
     for i in 0..9 {
         let path = if i % 2 == 0 { "/x" } else { "/status/502" };
         assert!(
-            get(&c, &gw, path).await.1,
+            send(&mut conn, path).await.1,
             "request {i} reaches the upstream"
         );
     }
@@ -224,7 +248,7 @@ async fn failure_rate_over_the_window_opens_the_circuit() {
         ("closed".into(), 0),
         "fewer than minimum_requests"
     );
-    assert_eq!(get(&c, &gw, "/status/502").await, (502, true));
+    assert_eq!(send(&mut conn, "/status/502").await, (502, true));
     assert_eq!(breaker(&gw, "pool").await, ("open".into(), 1));
     expect_rejected(&c, &gw).await;
     assert_eq!(up.hits(), 10);

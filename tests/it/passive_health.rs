@@ -1,8 +1,9 @@
 //! Passive health: outlier ejection from live traffic, its return after the cool-down, and
 //! connect failures retried on another backend.
 
+use crate::harness::raw_http::get_request;
 use crate::harness::{
-    client, free_addr, wait_until, Fault, FaultyUpstream, GatewayProcess, TestUpstream,
+    client, free_addr, wait_until, Fault, FaultyUpstream, GatewayProcess, RawConn, TestUpstream,
 };
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -46,21 +47,19 @@ async fn ejected(gw: &GatewayProcess) -> Vec<bool> {
         .collect()
 }
 
-/// GET a fresh path; returns the status and the `x-upstream` that answered.
-async fn get(c: &reqwest::Client, gw: &GatewayProcess, i: usize) -> (u16, String) {
-    let resp = c
-        .get(gw.url(&format!("/x/{i}")))
-        .send()
+/// GET a fresh path on one keep-alive connection; returns the status and the `x-upstream`
+/// that answered. The gateway settles each request (a success is recorded when its body is
+/// done) before it reads the next from the connection, so outcomes are recorded in order.
+async fn get(conn: &mut RawConn, i: usize) -> (u16, String) {
+    conn.send(get_request(&format!("/x/{i}")).as_bytes())
         .await
-        .expect("request through the gateway");
-    let status = resp.status().as_u16();
-    let who = resp
-        .headers()
-        .get("x-upstream")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    resp.bytes().await.expect("body");
-    (status, who)
+        .expect("send a request");
+    let resp = conn
+        .read_response(Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|e| panic!("request {i}: {e}"));
+    let who = resp.header("x-upstream").unwrap_or_default().to_string();
+    (resp.status, who)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,12 +72,12 @@ async fn a_failing_backend_is_ejected_and_returns_after_the_cooldown() {
     passive_health: { consecutive_failures: 3, cooldown_ms: 1500 }",
     );
     bad.set_fail_status(Some(503));
-    let c = client();
+    let mut conn = RawConn::connect(gw.addr).await;
     // Round robin alternates; the bad backend answers 503 until its third failure ejects it.
     let mut i = 0;
     while bad.hits() < 3 {
         assert!(i < 10, "the bad backend got {} of {i} requests", bad.hits());
-        match get(&c, &gw, i).await {
+        match get(&mut conn, i).await {
             (200, who) if who == "good" => {}
             (503, who) if who == "bad" => {}
             other => panic!("request {i}: {other:?}"),
@@ -91,7 +90,7 @@ async fn a_failing_backend_is_ejected_and_returns_after_the_cooldown() {
     // All traffic goes to the other backend, with no failures.
     for j in 0..20 {
         assert_eq!(
-            get(&c, &gw, 100 + j).await,
+            get(&mut conn, 100 + j).await,
             (200, "good".into()),
             "request {j}"
         );
@@ -112,7 +111,7 @@ async fn a_failing_backend_is_ejected_and_returns_after_the_cooldown() {
     );
     let mut served = 0;
     for j in 0..10 {
-        let (status, who) = get(&c, &gw, 200 + j).await;
+        let (status, who) = get(&mut conn, 200 + j).await;
         assert_eq!(status, 200, "request {j} after the return");
         served += usize::from(who == "bad");
     }
@@ -130,9 +129,9 @@ async fn a_still_failing_backend_is_ejected_again_after_its_return() {
     );
     // Only the configured statuses count: 503 is not one of them here.
     bad.set_fail_status(Some(503));
-    let c = client();
+    let mut conn = RawConn::connect(gw.addr).await;
     for i in 0..8 {
-        get(&c, &gw, i).await;
+        get(&mut conn, i).await;
     }
     assert_eq!(bad.hits(), 4);
     assert_eq!(ejected(&gw).await, [false, false]);
@@ -141,7 +140,7 @@ async fn a_still_failing_backend_is_ejected_again_after_its_return() {
     let mut i = 0;
     while bad.hits() < 6 {
         assert!(i < 10, "the bad backend got {} requests", bad.hits());
-        get(&c, &gw, 100 + i).await;
+        get(&mut conn, 100 + i).await;
         i += 1;
     }
     assert_eq!(ejected(&gw).await, [false, true]);
@@ -154,12 +153,12 @@ async fn a_still_failing_backend_is_ejected_again_after_its_return() {
     let mut i = 0;
     while bad.hits() < 8 {
         assert!(i < 10, "the returned backend got {} requests", bad.hits());
-        get(&c, &gw, 200 + i).await;
+        get(&mut conn, 200 + i).await;
         i += 1;
     }
     assert_eq!(ejected(&gw).await, [false, true]);
     for j in 0..10 {
-        assert_eq!(get(&c, &gw, 300 + j).await, (200, "good".into()));
+        assert_eq!(get(&mut conn, 300 + j).await, (200, "good".into()));
     }
 }
 
@@ -172,9 +171,9 @@ async fn connect_failures_are_retried_on_the_healthy_backend_and_eject_the_dead_
         "    retries: 1
     passive_health: { consecutive_failures: 2, cooldown_ms: 60000 }",
     );
-    let c = client();
+    let mut conn = RawConn::connect(gw.addr).await;
     for i in 0..10 {
-        assert_eq!(get(&c, &gw, i).await, (200, "live".into()), "request {i}");
+        assert_eq!(get(&mut conn, i).await, (200, "live".into()), "request {i}");
     }
     assert_eq!(live.hits(), 10);
     assert_eq!(ejected(&gw).await, [true, false]);
@@ -190,6 +189,7 @@ async fn a_backend_that_cuts_its_responses_short_is_ejected() {
     passive_health: { consecutive_failures: 2, cooldown_ms: 60000 }",
     );
     let c = client();
+    let mut conn = RawConn::connect(gw.addr).await;
     // Its truncated 200s are resets in live traffic: two in a row eject it.
     let mut i = 0;
     while cut.accepted() < 2 {
@@ -214,7 +214,7 @@ async fn a_backend_that_cuts_its_responses_short_is_ejected() {
     );
     for j in 0..10 {
         assert_eq!(
-            get(&c, &gw, 100 + j).await,
+            get(&mut conn, 100 + j).await,
             (200, "good".into()),
             "request {j}"
         );

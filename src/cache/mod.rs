@@ -1,0 +1,245 @@
+//! Response caching: the shared in-memory store, per-route settings, keys and purges.
+
+mod policy;
+mod storage;
+
+pub use policy::cacheability;
+pub use storage::IndexedStorage;
+
+use crate::config::{CacheConfig, ConfigError, KeyPath, RouteCacheConfig};
+use http::HeaderName;
+use pingora_cache::eviction::{lru, EvictionManager};
+use pingora_cache::key::HashBinary;
+use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
+use pingora_cache::storage::{PurgeOutcome, PurgeTarget, PurgeType, Storage};
+use pingora_cache::trace::Span;
+use pingora_cache::{CacheKey, CacheMeta, CachePhase, VarianceBuilder};
+use pingora_http::RequestHeader;
+use std::time::Duration;
+
+/// Shards of the LRU eviction manager; spreads its locks across workers.
+const LRU_SHARDS: usize = 16;
+
+/// The process-wide store: storage, eviction, and the lock that collapses concurrent misses.
+///
+/// Pingora's cache takes `'static` references; the store is built once per process, so it
+/// is leaked deliberately rather than kept in globals.
+pub struct CacheStore {
+    /// Entries and their index.
+    pub storage: &'static IndexedStorage,
+    eviction: &'static lru::Manager<LRU_SHARDS>,
+    lock: &'static CacheKeyLockImpl,
+    /// Responses larger than this pass through uncached.
+    pub max_object_bytes: usize,
+    /// Upper bound on freshness.
+    pub ttl_cap: Duration,
+    lock_timeout: Duration,
+}
+
+impl CacheStore {
+    /// Builds the store from `cache:`.
+    pub fn build(cfg: &CacheConfig) -> CacheStore {
+        let per_shard = (cfg.max_size / LRU_SHARDS).max(1);
+        let eviction = lru::Manager::<LRU_SHARDS>::with_capacity_and_watermark(
+            cfg.max_bytes,
+            per_shard,
+            Some(cfg.max_size),
+        );
+        let lock_timeout = Duration::from_millis(cfg.lock_timeout_ms);
+        CacheStore {
+            storage: Box::leak(Box::new(IndexedStorage::new())),
+            eviction: Box::leak(Box::new(eviction)),
+            lock: Box::leak(CacheLock::new_boxed(lock_timeout)),
+            max_object_bytes: cfg.max_object_bytes,
+            ttl_cap: Duration::from_secs(cfg.ttl_seconds),
+            lock_timeout,
+        }
+    }
+
+    /// Turns the cache on for this request.
+    pub fn enable(&self, cache: &mut pingora_cache::HttpCache) {
+        let mut overrides = pingora_cache::CacheOptionOverrides::default();
+        overrides.wait_timeout = Some(self.lock_timeout);
+        cache.enable(
+            self.storage,
+            Some(self.eviction),
+            None,
+            Some(self.lock),
+            Some(overrides),
+        );
+        cache.set_max_file_size_bytes(self.max_object_bytes);
+    }
+
+    /// Entries currently stored.
+    pub fn entries(&self) -> usize {
+        self.eviction.total_items()
+    }
+
+    /// Bytes currently stored (bodies and headers, as the eviction manager weighs them).
+    pub fn bytes(&self) -> usize {
+        self.eviction.total_size()
+    }
+
+    /// Entries evicted so far.
+    pub fn evictions(&self) -> u64 {
+        self.storage.evictions()
+    }
+
+    /// Removes every entry whose primary key satisfies `pred`; returns how many were removed.
+    pub async fn purge_where(&self, pred: impl Fn(&str) -> bool) -> usize {
+        let mut purged = 0;
+        let span = Span::inactive();
+        for key in self.storage.keys_where(pred) {
+            let target = PurgeTarget::Active(&key);
+            match self
+                .storage
+                .purge(target, PurgeType::Invalidation, &span.handle())
+                .await
+            {
+                Ok(PurgeOutcome::Purged(id)) => {
+                    self.eviction.remove(target.removed_entry(id));
+                    purged += 1;
+                }
+                Ok(_) => {}
+                Err(e) => log::warn!("cache purge failed: {e}"),
+            }
+        }
+        purged
+    }
+
+    /// Removes the entries (every variant) of one URL.
+    pub async fn purge_url(&self, host: &str, path_and_query: &str) -> usize {
+        let want = primary_prefix(host, path_and_query);
+        self.purge_where(|p| p == want || p.starts_with(&format!("{want}\0")))
+            .await
+    }
+}
+
+/// A route's cache settings, compiled.
+#[derive(Debug)]
+pub struct RouteCache {
+    /// Freshness for validatable 200s without an explicit lifetime.
+    pub default_ttl: Duration,
+    /// Default stale-while-revalidate window, seconds.
+    pub swr_secs: u32,
+    /// Default stale-if-error window, seconds.
+    pub sie_secs: u32,
+    include_headers: Vec<HeaderName>,
+    ignore_query: bool,
+}
+
+impl RouteCache {
+    /// Compiles `routes[i].cache`; `None` when caching is off for the route.
+    pub fn build(
+        cfg: &RouteCacheConfig,
+        path: &KeyPath,
+    ) -> Result<Option<RouteCache>, ConfigError> {
+        if !cfg.enabled {
+            return Ok(None);
+        }
+        let include_headers = cfg
+            .key
+            .include_headers
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
+                    ConfigError::at(
+                        &path.key("key").key("include_headers").index(i),
+                        format!("invalid header name {h:?}"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Some(RouteCache {
+            default_ttl: Duration::from_secs(cfg.default_ttl_seconds),
+            swr_secs: cfg.stale_while_revalidate_seconds,
+            sie_secs: cfg.stale_if_error_seconds,
+            include_headers,
+            ignore_query: cfg.ignore_query(),
+        }))
+    }
+
+    /// The cache key: host and path (and query), then any configured header values.
+    ///
+    /// Parts are NUL-separated; NUL cannot occur in a host, a path or a header value.
+    pub fn key(&self, req: &RequestHeader, host: &str) -> CacheKey {
+        let pq = if self.ignore_query {
+            req.uri.path()
+        } else {
+            req.uri.path_and_query().map_or("/", |p| p.as_str())
+        };
+        let mut primary = primary_prefix(host, pq);
+        for name in &self.include_headers {
+            primary.push('\0');
+            primary.push_str(name.as_str());
+            primary.push('=');
+            if let Some(v) = req.headers.get(name) {
+                primary.push_str(&String::from_utf8_lossy(v.as_bytes()));
+            }
+        }
+        CacheKey::new(primary, "")
+    }
+}
+
+impl RouteCacheConfig {
+    fn ignore_query(&self) -> bool {
+        self.key.ignore_query
+    }
+}
+
+/// `host\0path?query`, with the host lower-cased: the part of the key a URL purge matches.
+fn primary_prefix(host: &str, path_and_query: &str) -> String {
+    let mut s = String::with_capacity(host.len() + path_and_query.len() + 1);
+    s.push_str(&host.to_ascii_lowercase());
+    s.push('\0');
+    s.push_str(path_and_query);
+    s
+}
+
+/// The path (and query) part of a primary key.
+pub fn primary_path(primary: &str) -> &str {
+    primary.split('\0').nth(1).unwrap_or("")
+}
+
+/// The variance key for a stored response's `Vary` headers and this request.
+pub fn variance(meta: &CacheMeta, req: &RequestHeader) -> Option<HashBinary> {
+    let mut names: Vec<String> = meta
+        .headers()
+        .get_all(http::header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    if names.is_empty() {
+        return None;
+    }
+    names.sort();
+    names.dedup();
+    let mut vb = VarianceBuilder::new();
+    for name in &names {
+        let value = req
+            .headers
+            .get_all(name.as_str())
+            .iter()
+            .map(|v| v.as_bytes().to_vec())
+            .collect::<Vec<_>>()
+            .join(&b","[..]);
+        vb.add_owned_name_value(name.clone(), value);
+    }
+    vb.finalize()
+}
+
+/// The `X-Cache-Status` value for a cache phase.
+pub fn status_label(phase: &CachePhase) -> &'static str {
+    match phase {
+        CachePhase::Hit => "HIT",
+        CachePhase::Miss => "MISS",
+        CachePhase::Expired => "EXPIRED",
+        CachePhase::Stale | CachePhase::StaleUpdating => "STALE",
+        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => "REVALIDATED",
+        _ => "BYPASS",
+    }
+}

@@ -1,0 +1,85 @@
+//! Shared-cache rules (RFC 9111) on top of pingora-cache's freshness helpers.
+
+use super::RouteCache;
+use http::header::{AGE, ETAG, LAST_MODIFIED, SET_COOKIE, VARY};
+use pingora_cache::cache_control::{CacheControl, InterpretCacheControl};
+use pingora_cache::filters::{calculate_fresh_until, calculate_serve_stale_durations};
+use pingora_cache::{CacheMeta, CacheMetaDefaults, NoCacheReason, RespCacheable};
+use pingora_http::ResponseHeader;
+use std::time::{Duration, SystemTime};
+
+/// Statuses a shared cache may store; others pass through.
+fn storable_status(status: u16) -> bool {
+    matches!(
+        status,
+        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+    )
+}
+
+/// Decides whether and for how long a response may be stored.
+///
+/// Beyond Pingora's checks (`no-store`, `private`, `Authorization`, `s-maxage` before
+/// `max-age` before `Expires`): `Vary: *` and `Set-Cookie` without `public` are never stored;
+/// the route's default TTL applies only to a 200 with a validator; the origin's `Age` is
+/// subtracted; freshness is capped at `ttl_cap`; `must-revalidate`/`proxy-revalidate` disable
+/// serving stale.
+pub fn cacheability(
+    resp: &ResponseHeader,
+    authorization: bool,
+    route: &RouteCache,
+    ttl_cap: Duration,
+) -> RespCacheable {
+    let status = resp.status.as_u16();
+    if !storable_status(status) {
+        return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
+    }
+    if resp.headers.get_all(VARY).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|p| p.trim_ascii() == b"*")
+    }) {
+        return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
+    }
+    let cc = CacheControl::from_resp_headers(resp);
+    let public = cc.as_ref().is_some_and(|c| c.public());
+    if resp.headers.contains_key(SET_COOKIE) && !public {
+        return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
+    }
+    let defaults = CacheMetaDefaults::new(|_| None, route.swr_secs, route.sie_secs);
+    let now = SystemTime::now();
+    let explicit = calculate_fresh_until(now, cc.as_ref(), resp, authorization, &defaults);
+    let fresh_until = match explicit {
+        Some(t) => t,
+        None => {
+            // Heuristic freshness only for a 200 that can be revalidated, and never when the
+            // origin forbade storing (no-store, private, Authorization).
+            let validator =
+                resp.headers.contains_key(ETAG) || resp.headers.contains_key(LAST_MODIFIED);
+            let forbidden = cc.as_ref().is_some_and(|c| c.no_store() || c.private())
+                || (authorization && !public);
+            if status != 200 || route.default_ttl.is_zero() || !validator || forbidden {
+                return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
+            }
+            now + route.default_ttl
+        }
+    };
+    let age = resp
+        .headers
+        .get(AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(Duration::ZERO, Duration::from_secs);
+    let fresh_until = (fresh_until.checked_sub(age).unwrap_or(now)).min(now + ttl_cap);
+    let (mut swr, mut sie) = calculate_serve_stale_durations(cc.as_ref(), &defaults);
+    if cc
+        .as_ref()
+        .is_some_and(|c| c.must_revalidate() || c.proxy_revalidate())
+    {
+        (swr, sie) = (0, 0);
+    }
+    let mut header = resp.clone();
+    if let Some(c) = &cc {
+        c.strip_private_headers(&mut header);
+    }
+    RespCacheable::Cacheable(CacheMeta::new(fresh_until, now, swr, sie, header))
+}

@@ -1,0 +1,134 @@
+//! Glue between the proxy phases and the cache and compression modules.
+
+use super::context::RequestCtx;
+use super::forwarding;
+use crate::runtime::Runtime;
+use http::header::{ACCEPT_ENCODING, CONTENT_LOCATION, LOCATION};
+use http::{HeaderValue, Method};
+use pingora_core::modules::http::compression::ResponseCompression;
+use pingora_error::Result;
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+
+static X_CACHE_STATUS: http::HeaderName = http::HeaderName::from_static("x-cache-status");
+
+/// Before Pingora's compression module reads the request: show it only the negotiated
+/// coding and turn it on at the route's level. The original header is restored by
+/// [`restore_accept_encoding`] so the cache and the upstream see what the client sent.
+pub fn prepare_compression(runtime: &Runtime, session: &mut Session, ctx: &mut RequestCtx) {
+    let Some(policy) = ctx
+        .route
+        .and_then(|r| runtime.route_compression[r].as_ref())
+    else {
+        return;
+    };
+    let req = session.req_header_mut();
+    let chosen = policy.negotiate(req.headers.get(ACCEPT_ENCODING));
+    ctx.accept_encoding = Some(req.remove_header(&ACCEPT_ENCODING));
+    if req.insert_header(ACCEPT_ENCODING, chosen).is_err() {
+        return;
+    }
+    if let Some(c) = session
+        .downstream_modules_ctx
+        .get_mut::<ResponseCompression>()
+    {
+        c.adjust_level(policy.level);
+        c.adjust_decompression(policy.decompress);
+    }
+    ctx.compressing = true;
+}
+
+/// Puts the client's own `Accept-Encoding` back after the compression module has read it.
+pub fn restore_accept_encoding(session: &mut Session, ctx: &mut RequestCtx) {
+    if let Some(original) = ctx.accept_encoding.take() {
+        let req = session.req_header_mut();
+        req.remove_header(&ACCEPT_ENCODING);
+        if let Some(v) = original {
+            // A value that was valid on arrival is valid again.
+            let _ = req.insert_header(ACCEPT_ENCODING, v);
+        }
+    }
+}
+
+/// Turns the cache on for GET and HEAD on caching routes.
+pub fn enable(runtime: &Runtime, session: &mut Session, ctx: &RequestCtx) {
+    let (Some(store), Some(route)) = (&runtime.cache, ctx.route) else {
+        return;
+    };
+    if runtime.route_cache[route].is_none() {
+        return;
+    }
+    let m = &session.req_header().method;
+    if *m == Method::GET || *m == Method::HEAD {
+        store.enable(&mut session.cache);
+    }
+}
+
+/// Response-phase work: the cache status header, whether this response may be compressed,
+/// and invalidation after a successful unsafe request.
+pub async fn on_response(
+    runtime: &Runtime,
+    session: &mut Session,
+    resp: &mut ResponseHeader,
+    ctx: &mut RequestCtx,
+) -> Result<()> {
+    let Some(route) = ctx.route else {
+        return Ok(());
+    };
+    if runtime.route_cache[route].is_some() {
+        let label = if session.cache.enabled() {
+            crate::cache::status_label(&session.cache.phase())
+        } else {
+            "BYPASS"
+        };
+        ctx.cache_status = Some(label);
+        resp.insert_header(X_CACHE_STATUS.clone(), HeaderValue::from_static(label))?;
+        invalidate_after_unsafe(runtime, session, resp).await;
+    }
+    if ctx.compressing {
+        let head = session.req_header().method == Method::HEAD;
+        let allowed = runtime.route_compression[route]
+            .as_ref()
+            .is_some_and(|p| p.allows(resp, head));
+        if !allowed {
+            if let Some(c) = session
+                .downstream_modules_ctx
+                .get_mut::<ResponseCompression>()
+            {
+                c.adjust_level(0);
+                c.adjust_decompression(false);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// RFC 9111 section 4.4: a successful unsafe request invalidates the target URL and the
+/// same-host `Location` and `Content-Location`.
+async fn invalidate_after_unsafe(runtime: &Runtime, session: &Session, resp: &ResponseHeader) {
+    let req = session.req_header();
+    if req.method.is_safe() || !(200..400).contains(&resp.status.as_u16()) {
+        return;
+    }
+    let Some(store) = &runtime.cache else { return };
+    let host = forwarding::request_host(req).unwrap_or("");
+    let mut targets = vec![req
+        .uri
+        .path_and_query()
+        .map_or("/".to_string(), |p| p.as_str().to_string())];
+    for name in [LOCATION, CONTENT_LOCATION] {
+        if let Some(v) = resp.headers.get(name).and_then(|v| v.to_str().ok()) {
+            match v.parse::<http::Uri>() {
+                Ok(u) if u.host().is_none() || u.host() == Some(host) => {
+                    if let Some(pq) = u.path_and_query() {
+                        targets.push(pq.as_str().to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    for t in targets {
+        store.purge_url(host, &t).await;
+    }
+}
