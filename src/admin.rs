@@ -44,6 +44,10 @@ impl ServeHttp for AdminApp {
                 }
             }
         }
+        let method = req.method.clone();
+        if method.as_str() == "PURGE" || (method == http::Method::DELETE && path == "/cache") {
+            return self.purge(session).await;
+        }
         match path.as_str() {
             "/health" => text(StatusCode::OK, "ok\n"),
             "/ready" => {
@@ -60,6 +64,63 @@ impl ServeHttp for AdminApp {
 }
 
 impl AdminApp {
+    /// `PURGE /path` (the site's host in `Host`), or `DELETE /cache` with `url=`, `prefix=`
+    /// (and optional `host=`), or nothing for everything.
+    async fn purge(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let Some(store) = &self.runtime.cache else {
+            return text(StatusCode::NOT_FOUND, "no route caches\n");
+        };
+        let req = session.req_header();
+        let n = if req.method.as_str() == "PURGE" {
+            let host = req
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let pq = req
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string();
+            store.purge_url(&host, &pq).await
+        } else {
+            let q = |k: &str| query_param(req.uri.query().unwrap_or(""), k);
+            match (q("url"), q("prefix"), q("host")) {
+                (Some(url), _, _) => match url.parse::<http::Uri>() {
+                    Ok(u) => {
+                        let pq = u.path_and_query().map_or("/", |p| p.as_str());
+                        let host = u.authority().map_or("", |a| a.as_str());
+                        store.purge_url(host, pq).await
+                    }
+                    Err(_) => return text(StatusCode::BAD_REQUEST, "bad url\n"),
+                },
+                (None, Some(prefix), host) => {
+                    let host = host.map(|h| h.to_ascii_lowercase());
+                    store
+                        .purge_where(|primary| {
+                            crate::cache::primary_path(primary).starts_with(prefix.as_str())
+                                && host
+                                    .as_deref()
+                                    .is_none_or(|h| primary.split('\0').next() == Some(h))
+                        })
+                        .await
+                }
+                (None, None, _) => store.purge_where(|_| true).await,
+            }
+        };
+        let status = if n > 0 {
+            StatusCode::OK
+        } else {
+            StatusCode::NOT_FOUND
+        };
+        build(
+            status,
+            "application/json",
+            json!({ "purged": n }).to_string().into_bytes(),
+        )
+    }
+
     /// Ready once every upstream has a healthy (or unchecked) backend.
     fn ready(&self) -> bool {
         self.runtime.upstreams.iter().all(|u| u.healthy_count() > 0)
@@ -112,8 +173,44 @@ impl AdminApp {
             "ready": self.ready(),
             "routes": routes,
             "upstreams": upstreams,
+            "cache": self.runtime.cache.as_ref().map(|c| json!({
+                "entries": c.entries(),
+                "bytes": c.bytes(),
+                "evictions": c.evictions(),
+            })),
         })
     }
+}
+
+/// A percent-decoded query parameter.
+fn query_param(query: &str, key: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match b[i] {
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Vec<u8>> {
