@@ -1,9 +1,14 @@
 //! Component benchmarks. Run one group with e.g.
 //! `cargo bench --bench gateway_bench -- route_matching`.
 
-use avx_gateway::config::{CircuitBreakerConfig, Config, RouteConfig};
+use avx_gateway::access_log::{AccessLog, LogEntry};
+use avx_gateway::config::{
+    AccessLogConfig, AccessLogFormat, CircuitBreakerConfig, Config, RouteConfig,
+};
+use avx_gateway::metrics::{ErrorKind, RequestSample};
 use avx_gateway::policy::{now_us, RateLimiter};
 use avx_gateway::routing::RouteTable;
+use avx_gateway::runtime::Runtime;
 use avx_gateway::upstream::CircuitBreaker;
 use avx_gateway::upstream::Upstream;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
@@ -124,11 +129,123 @@ fn circuit_breaker(c: &mut Criterion) {
     g.finish();
 }
 
+/// A runtime with 100 routes over one upstream, as the metrics see a real config.
+fn metrics_runtime() -> Runtime {
+    let yaml = format!(
+        "upstreams:\n  u:\n    servers: [{{ address: 127.0.0.1:9 }}]\n{}",
+        routes_yaml(100)
+    );
+    let cfg: Config = serde_yaml::from_str(&yaml).expect("bench config parses");
+    Runtime::build(&cfg, None).expect("runtime builds").0
+}
+
+fn metrics(c: &mut Criterion) {
+    let mut g = c.benchmark_group("metrics");
+    let rt = metrics_runtime();
+    let m = &rt.metrics;
+    let ok = RequestSample {
+        route: Some(42),
+        method: &Method::GET,
+        status: 200,
+        duration: std::time::Duration::from_micros(350),
+        upstream: Some((0, std::time::Duration::from_micros(250))),
+        error: None,
+        rate_limited: false,
+    };
+    let failed = RequestSample {
+        status: 502,
+        error: Some(ErrorKind::Connect),
+        ..ok.clone()
+    };
+    // What `logging` adds to a proxied request: counter, two histograms, in-flight gauge.
+    g.bench_function("record_request", |b| {
+        b.iter(|| {
+            let in_flight = m.enter_route(black_box(42));
+            m.record(black_box(&ok));
+            drop(in_flight);
+        })
+    });
+    g.bench_function("record_error", |b| b.iter(|| m.record(black_box(&failed))));
+    // The same while another thread records on the same route: the cost of sharing the
+    // series' cache lines across cores (there is no lock to wait for).
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let in_flight = m.enter_route(42);
+                m.record(&ok);
+                drop(in_flight);
+            }
+        });
+        g.bench_function("record_request_contended", |b| {
+            b.iter(|| {
+                let in_flight = m.enter_route(black_box(42));
+                m.record(black_box(&ok));
+                drop(in_flight);
+            })
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    g.bench_function("scrape_100_routes", |b| b.iter(|| m.encode().len()));
+    g.finish();
+}
+
+fn access_log(c: &mut Criterion) {
+    let mut g = c.benchmark_group("access_log");
+    let entry = LogEntry {
+        time: std::time::SystemTime::now(),
+        request_id: Some(b"0f6c3d2a9b8e4f10"),
+        client_ip: Some("192.0.2.7".parse().expect("ip")),
+        method: "GET",
+        host: Some(b"api.example.com"),
+        path: "/api/users/42?expand=orders",
+        protocol: "HTTP/1.1",
+        status: 200,
+        bytes: 1234,
+        duration: std::time::Duration::from_micros(850),
+        route: Some("api"),
+        upstream: Some("users"),
+        upstream_addr: Some("10.0.0.12:8080".parse().expect("addr")),
+        upstream_duration: Some(std::time::Duration::from_micros(610)),
+        cache_status: None,
+        decision: None,
+        referer: None,
+        user_agent: Some(b"Mozilla/5.0 (X11; Linux x86_64) bench"),
+    };
+    for (name, format) in [
+        ("combined", AccessLogFormat::Combined),
+        ("json", AccessLogFormat::Json),
+    ] {
+        let cfg = AccessLogConfig {
+            enabled: true,
+            path: "/dev/null".into(),
+            format,
+        };
+        let log = AccessLog::open(
+            &cfg,
+            prometheus::IntCounter::new("d", "d").expect("counter"),
+        )
+        .expect("open /dev/null");
+        g.bench_function(BenchmarkId::new("render", name), |b| {
+            b.iter(|| log.render(black_box(&entry)).len())
+        });
+        // The worker's whole cost: render and hand over to the writer thread.
+        log.start().expect("start writer");
+        g.bench_function(BenchmarkId::new("log", name), |b| {
+            b.iter(|| log.log(black_box(&entry)))
+        });
+        log.shutdown(std::time::Duration::from_secs(2));
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     route_matching,
     load_balancer,
     rate_limit,
-    circuit_breaker
+    circuit_breaker,
+    metrics,
+    access_log
 );
 criterion_main!(benches);

@@ -13,3 +13,21 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+# promtool (from Debian's `prometheus` package) checks the /metrics exposition in the tests.
+# Only that binary is unpacked, into target/tools: installing the package would also add a
+# system user and, where no policy-rc.d stops it, start a Prometheus server on :9090.
+root="$(cd "$(dirname "$0")/.." && pwd)"
+if ! command -v promtool >/dev/null && [ ! -x "$root/target/tools/promtool" ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  tmp="$(mktemp -d)"
+  fetch() { (cd "$tmp" && apt-get download -qq prometheus >/dev/null 2>&1); }
+  fetch || { $SUDO apt-get update -qq && fetch; }
+  mkdir -p "$root/target/tools"
+  dpkg-deb --fsys-tarfile "$tmp"/prometheus_*.deb |
+    tar -xO ./usr/bin/promtool >"$root/target/tools/promtool.part"
+  chmod +x "$root/target/tools/promtool.part"
+  mv "$root/target/tools/promtool.part" "$root/target/tools/promtool"
+  rm -rf "$tmp"
+fi

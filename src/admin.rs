@@ -1,4 +1,4 @@
-//! The admin listener: liveness, readiness and a JSON status document.
+//! The admin listener: liveness, readiness, a JSON status document and Prometheus metrics.
 
 use crate::config::AdminConfig;
 use crate::runtime::Runtime;
@@ -36,7 +36,8 @@ impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
         let path = req.uri.path().to_string();
-        if path != "/health" {
+        let liveness = path == "/health" && req.method == http::Method::GET;
+        if !liveness {
             if let Some(token) = &self.token {
                 let given = req.headers.get(http::header::AUTHORIZATION);
                 if given.map(|v| v.as_bytes()) != Some(token.as_bytes()) {
@@ -58,6 +59,11 @@ impl ServeHttp for AdminApp {
                 }
             }
             "/status" => json_response(self.status()),
+            "/metrics" => build(
+                StatusCode::OK,
+                crate::metrics::CONTENT_TYPE,
+                self.runtime.metrics.encode(),
+            ),
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
     }

@@ -83,8 +83,10 @@ impl CompressionPolicy {
         }))
     }
 
-    /// The token to show Pingora for this `Accept-Encoding`: the server's most preferred
-    /// algorithm among those with the client's highest q-value, or `identity`.
+    /// The `Accept-Encoding` to show Pingora: the server's most preferred algorithm among
+    /// those with the client's highest q-value first (Pingora compresses with the first token),
+    /// then the client's other acceptable codings (so an upstream body already encoded in one
+    /// of them passes through), or `identity`.
     pub fn negotiate(&self, accept: Option<&HeaderValue>) -> HeaderValue {
         let Some(text) = accept.and_then(|v| v.to_str().ok()) else {
             return HeaderValue::from_static("identity");
@@ -113,13 +115,34 @@ impl CompressionPolicy {
                 .unwrap_or(0.0)
         };
         let mut best: Option<(&'static str, f32)> = None;
-        for (_, token) in &self.algorithms {
+        // Pingora 0.9.1's brotli encoder never writes the final meta-block, so strict decoders
+        // reject its output; until that is fixed upstream the gateway does not compress with br
+        // (it still passes br-encoded upstream bodies through).
+        let compressible = self
+            .algorithms
+            .iter()
+            .filter(|(a, _)| *a != Algorithm::Brotli);
+        for (_, token) in compressible {
             let q = q_of(token);
             if q > 0.0 && best.is_none_or(|(_, bq)| q > bq) {
                 best = Some((token, q));
             }
         }
-        HeaderValue::from_static(best.map_or("identity", |(t, _)| t))
+        let chosen = match best {
+            Some((token, _)) => token,
+            // br is acceptable but not produced (Pingora's level for it is 0): listing it still
+            // lets a br-encoded upstream body pass through.
+            None if q_of("br") > 0.0 => "br",
+            None => return HeaderValue::from_static("identity"),
+        };
+        let mut list = String::from(chosen);
+        for token in ["gzip", "br", "zstd"] {
+            if token != chosen && q_of(token) > 0.0 {
+                list.push_str(", ");
+                list.push_str(token);
+            }
+        }
+        HeaderValue::from_str(&list).unwrap_or(HeaderValue::from_static("identity"))
     }
 
     /// Whether this response may be compressed (Pingora still skips already-encoded bodies).
@@ -185,11 +208,14 @@ mod tests {
     fn negotiation_honours_q_values_and_server_preference() {
         let p = policy();
         let n = |s: &str| p.negotiate(Some(&HeaderValue::from_str(s).unwrap()));
-        assert_eq!(n("gzip, br, zstd"), "zstd");
-        assert_eq!(n("gzip;q=1, br;q=0.5"), "gzip");
+        assert_eq!(n("gzip, br, zstd"), "zstd, gzip, br");
+        assert_eq!(n("gzip;q=1, br;q=0.5"), "gzip, br");
         assert_eq!(n("gzip;q=0, br;q=0"), "identity");
-        assert_eq!(n("*"), "zstd");
-        assert_eq!(n("*;q=0.5, zstd;q=0"), "br");
+        assert_eq!(n("*"), "zstd, gzip, br");
+        assert_eq!(n("*;q=0.5, zstd;q=0"), "gzip, br");
+        // br is never chosen to compress with (see `negotiate`), only listed for pass-through.
+        assert_eq!(n("br"), "br");
+        assert_eq!(n("br;q=1, gzip;q=0.5"), "gzip, br");
         assert_eq!(n("identity"), "identity");
         assert_eq!(p.negotiate(None), "identity");
     }

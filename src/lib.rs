@@ -4,11 +4,13 @@
 //! line, [`config::Config::load`] reads and validates the YAML file, [`Gateway::builder`]
 //! compiles the runtime model, and [`Gateway::run`] hands it to Pingora.
 
+pub mod access_log;
 pub mod admin;
 pub mod cache;
 pub mod cli;
 pub mod compression;
 pub mod config;
+pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod routing;

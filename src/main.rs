@@ -1,14 +1,14 @@
 //! `avx-gateway`: parse the command line, load the config, build, run.
 
 use avx_gateway::cli::{init_logging, Cli};
-use avx_gateway::{Config, Gateway};
+use avx_gateway::Gateway;
 use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let gateway = match Config::load(&cli.conf).and_then(|c| Gateway::builder().config(c).build()) {
+    let gateway = match Gateway::from_file(&cli.conf) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("avx-gateway: configuration error: {e}");

@@ -1,8 +1,10 @@
 //! The compiled runtime model: what the hot path reads, built once from a validated [`Config`].
 
+use crate::access_log::AccessLog;
 use crate::cache::{CacheStore, RouteCache};
 use crate::compression::CompressionPolicy;
 use crate::config::{Config, ConfigError, KeyPath};
+use crate::metrics::Metrics;
 use crate::policy::{RouteGuards, TrustedProxies};
 use crate::routing::RouteTable;
 use crate::upstream::{HealthService, Upstream};
@@ -28,6 +30,10 @@ pub struct Runtime {
     pub route_compression: Vec<Option<CompressionPolicy>>,
     /// Downstream timeouts and limits applied to every request.
     pub downstream: DownstreamSettings,
+    /// Prometheus series, recorded at the end of every request.
+    pub metrics: Metrics,
+    /// The access log, when `access_log.enabled`.
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 /// Per-request downstream settings taken from `server:`.
@@ -90,6 +96,19 @@ impl Runtime {
             header_read_timeout: Duration::from_millis(s.header_read_timeout_ms),
             max_header_bytes: s.max_header_bytes,
         };
+        let metrics = Metrics::new(&routes, &upstreams, cache.as_ref())
+            .map_err(|e| ConfigError::at(&KeyPath::root(), format!("metrics: {e}")))?;
+        let access_log = match &config.access_log {
+            a if a.enabled => Some(Arc::new(
+                AccessLog::open(a, metrics.access_log_dropped().clone()).map_err(|e| {
+                    ConfigError::at(
+                        &KeyPath::root().key("access_log").key("path"),
+                        format!("cannot open {}: {e}", a.path),
+                    )
+                })?,
+            )),
+            _ => None,
+        };
         Ok((
             Runtime {
                 routes,
@@ -100,6 +119,8 @@ impl Runtime {
                 route_cache,
                 route_compression,
                 downstream,
+                metrics,
+                access_log,
             },
             services,
         ))

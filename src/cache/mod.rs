@@ -24,6 +24,7 @@ const LRU_SHARDS: usize = 16;
 ///
 /// Pingora's cache takes `'static` references; the store is built once per process, so it
 /// is leaked deliberately rather than kept in globals.
+#[derive(Clone)]
 pub struct CacheStore {
     /// Entries and their index.
     pub storage: &'static IndexedStorage,

@@ -8,6 +8,29 @@ use pingora_cache::{CacheMeta, CacheMetaDefaults, NoCacheReason, RespCacheable};
 use pingora_http::ResponseHeader;
 use std::time::{Duration, SystemTime};
 
+/// RFC 9111 4.2.1: without max-age or s-maxage, the lifetime is `Expires - Date` (the
+/// origin's clock on both sides), not `Expires - now` on ours.
+fn expires_from_date(
+    resp: &ResponseHeader,
+    cc: Option<&CacheControl>,
+    now: SystemTime,
+) -> Option<SystemTime> {
+    if cc.is_some_and(|c| c.fresh_duration().is_some()) {
+        return None;
+    }
+    let parse = |name: http::header::HeaderName| {
+        let mut values = resp.headers.get_all(name).iter();
+        let v = values.next()?;
+        if values.next().is_some() {
+            return None;
+        }
+        httpdate::parse_http_date(v.to_str().ok()?).ok()
+    };
+    let expires = parse(http::header::EXPIRES)?;
+    let date = parse(http::header::DATE)?;
+    Some(now + expires.duration_since(date).unwrap_or(Duration::ZERO))
+}
+
 /// Statuses a shared cache may store; others pass through.
 fn storable_status(status: u16) -> bool {
     matches!(
@@ -47,7 +70,8 @@ pub fn cacheability(
     }
     let defaults = CacheMetaDefaults::new(|_| None, route.swr_secs, route.sie_secs);
     let now = SystemTime::now();
-    let explicit = calculate_fresh_until(now, cc.as_ref(), resp, authorization, &defaults);
+    let explicit = calculate_fresh_until(now, cc.as_ref(), resp, authorization, &defaults)
+        .map(|t| expires_from_date(resp, cc.as_ref(), now).unwrap_or(t));
     let fresh_until = match explicit {
         Some(t) => t,
         None => {
@@ -81,5 +105,7 @@ pub fn cacheability(
     if let Some(c) = &cc {
         c.strip_private_headers(&mut header);
     }
-    RespCacheable::Cacheable(CacheMeta::new(fresh_until, now, swr, sie, header))
+    // Created `age` ago, so the Age sent on hits includes the time spent upstream of us.
+    let created = now.checked_sub(age).unwrap_or(now);
+    RespCacheable::Cacheable(CacheMeta::new(fresh_until, created, swr, sie, header))
 }

@@ -119,8 +119,11 @@ impl Storage for IndexedStorage {
         self.inner.update_meta(key, meta, trace).await
     }
 
+    /// Off: with partial reads, a response that outgrows `max_object_bytes` mid-body would
+    /// abort the client's stream along with the cache write; without them it streams on
+    /// uncached. Concurrent misses still collapse on the cache lock.
     fn support_streaming_partial_write(&self) -> bool {
-        self.inner.support_streaming_partial_write()
+        false
     }
 
     fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {

@@ -14,16 +14,20 @@ use std::path::Path;
 impl Config {
     /// Reads, parses and validates a configuration file.
     pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
-        let path = path.as_ref();
-        let file = path.display().to_string();
-        let source = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: Some(file.clone()),
+        let file = path.as_ref().display().to_string();
+        let source = Self::read_source(&file)?;
+        Self::from_yaml_str(&source).map_err(|e| e.in_file(&file, &source))
+    }
+
+    /// Reads a configuration file's text; the error names the file.
+    pub fn read_source(file: &str) -> Result<String, ConfigError> {
+        std::fs::read_to_string(file).map_err(|e| ConfigError {
+            file: Some(file.to_string()),
             line: None,
             column: None,
             key: String::new(),
             message: format!("cannot read config file: {e}"),
-        })?;
-        Self::from_yaml_str(&source).map_err(|e| e.in_file(&file, &source))
+        })
     }
 
     /// Parses and validates configuration text. Errors carry a key path but no file.

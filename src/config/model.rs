@@ -37,6 +37,46 @@ pub struct Config {
     /// Response compression defaults; routes opt in with `compression.enabled`.
     #[serde(default)]
     pub compression: CompressionConfig,
+    /// One line per request, written off the hot path.
+    #[serde(default)]
+    pub access_log: AccessLogConfig,
+}
+
+/// `access_log:`: one line per request, rendered on the worker and written by its own thread.
+///
+/// Off by default: the default destination is stdout, which under systemd is the journal, and
+/// silently sending every request there costs CPU and floods (and rate-limits) the journal.
+/// Turning it on is one line, with a file path for real traffic.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLogConfig {
+    /// Write the access log.
+    pub enabled: bool,
+    /// `stdout`, or a file appended to (and reopened on SIGUSR1, for logrotate).
+    pub path: String,
+    /// `combined` (NGINX's, plus request id and duration) or `json`.
+    pub format: AccessLogFormat,
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        AccessLogConfig {
+            enabled: false,
+            path: "stdout".into(),
+            format: AccessLogFormat::Combined,
+        }
+    }
+}
+
+/// `access_log.format`.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessLogFormat {
+    /// NGINX `combined`, followed by `"request_id" duration_seconds`.
+    #[default]
+    Combined,
+    /// One JSON object per line.
+    Json,
 }
 
 /// `cache:`: the in-memory store shared by every caching route.
@@ -97,11 +137,11 @@ pub struct CacheKeyConfig {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct CompressionConfig {
-    /// Compress this route's responses (routes only; the global section sets defaults).
+    /// Compress responses: globally for every route, or per route (a route's value wins).
     pub enabled: Option<bool>,
     /// Bodies known to be smaller than this are sent as they are (default 1024).
     pub min_size: Option<usize>,
-    /// Compression level, 1-9 (default 6); brotli and zstd map it to their own scales.
+    /// Compression level, 1-9 (default 6), handed as is to every algorithm.
     pub level: Option<u32>,
     /// Algorithms in server preference order (default zstd, br, gzip).
     pub algorithms: Option<Vec<String>>,

@@ -18,6 +18,8 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     if let Some(rl) = &c.rate_limit {
         rate_limit(rl, &root.key("rate_limit"))?;
     }
+    cache(&c.cache, &root.key("cache"))?;
+    compression(&c.compression, &root.key("compression"))?;
     for (i, cidr) in c.trusted_proxies.iter().enumerate() {
         if crate::policy::TrustedProxies::parse(std::slice::from_ref(cidr)).is_err() {
             return err(
@@ -26,7 +28,46 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
             );
         }
     }
+    if c.access_log.enabled && c.access_log.path.trim().is_empty() {
+        return err(
+            &root.key("access_log").key("path"),
+            "must be `stdout` or a file path",
+        );
+    }
     routes(c, &root.key("routes"))
+}
+
+fn cache(c: &CacheConfig, p: &KeyPath) -> Result<(), ConfigError> {
+    for (key, v) in [
+        ("max_size", c.max_size),
+        ("max_bytes", c.max_bytes),
+        ("max_object_bytes", c.max_object_bytes),
+    ] {
+        if v == 0 {
+            return err(&p.key(key), "must be greater than 0");
+        }
+    }
+    if c.ttl_seconds == 0 {
+        return err(&p.key("ttl_seconds"), "must be greater than 0");
+    }
+    Ok(())
+}
+
+fn compression(c: &CompressionConfig, p: &KeyPath) -> Result<(), ConfigError> {
+    if let Some(level) = c.level {
+        if !(1..=9).contains(&level) {
+            return err(&p.key("level"), "must be 1-9");
+        }
+    }
+    for (i, a) in c.algorithms.iter().flatten().enumerate() {
+        if !matches!(a.as_str(), "gzip" | "br" | "zstd") {
+            return err(
+                &p.key("algorithms").index(i),
+                format!("unknown algorithm {a:?}: expected gzip, br or zstd"),
+            );
+        }
+    }
+    Ok(())
 }
 
 fn rate_limit(rl: &RateLimitConfig, p: &KeyPath) -> Result<(), ConfigError> {
@@ -288,6 +329,7 @@ fn routes(c: &Config, p: &KeyPath) -> Result<(), ConfigError> {
         if let Some(rl) = &r.rate_limit {
             rate_limit(rl, &rp.key("rate_limit"))?;
         }
+        compression(&r.compression, &rp.key("compression"))?;
         if r.max_in_flight == Some(0) {
             return err(&rp.key("max_in_flight"), "must be at least 1");
         }

@@ -6,6 +6,7 @@ use crate::runtime::Runtime;
 use http::header::{ACCEPT_ENCODING, CONTENT_LOCATION, LOCATION};
 use http::{HeaderValue, Method};
 use pingora_core::modules::http::compression::ResponseCompression;
+use pingora_core::protocols::http::compression::Algorithm;
 use pingora_error::Result;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
@@ -33,6 +34,8 @@ pub fn prepare_compression(runtime: &Runtime, session: &mut Session, ctx: &mut R
         .get_mut::<ResponseCompression>()
     {
         c.adjust_level(policy.level);
+        // See `CompressionPolicy::negotiate`: Pingora 0.9.1's brotli streams lack their end.
+        c.adjust_algorithm_level(Algorithm::Brotli, 0);
         c.adjust_decompression(policy.decompress);
     }
     ctx.compressing = true;
@@ -48,6 +51,35 @@ pub fn restore_accept_encoding(session: &mut Session, ctx: &mut RequestCtx) {
             let _ = req.insert_header(ACCEPT_ENCODING, v);
         }
     }
+}
+
+/// Keeps a revalidation's 304 headers: Pingora merges only a few of them into the stored
+/// response, RFC 9111 section 4.3.4 wants them all.
+pub fn note_revalidation(session: &Session, resp: &ResponseHeader, ctx: &mut RequestCtx) {
+    if resp.status.as_u16() == 304 && session.cache.enabled() {
+        ctx.revalidation = Some(resp.clone());
+    }
+}
+
+/// The stored response updated with a revalidation's 304 headers, when there was one.
+pub fn merge_revalidation(stored: &ResponseHeader, ctx: &mut RequestCtx) -> Option<ResponseHeader> {
+    let fresh = ctx.revalidation.take()?;
+    // The 304 describes the stored body; its framing headers do not.
+    let framing = |n: &http::HeaderName| {
+        matches!(
+            n.as_str(),
+            "content-length" | "transfer-encoding" | "connection" | "content-encoding"
+        )
+    };
+    let mut merged = stored.clone();
+    for name in fresh.headers.keys().filter(|n| !framing(n)) {
+        merged.remove_header(name);
+    }
+    for (name, value) in fresh.headers.iter().filter(|(n, _)| !framing(n)) {
+        // Names and values came from a parsed header, so they are valid again.
+        let _ = merged.append_header(name.clone(), value.clone());
+    }
+    Some(merged)
 }
 
 /// Turns the cache on for GET and HEAD on caching routes.
@@ -90,7 +122,9 @@ pub async fn on_response(
         let allowed = runtime.route_compression[route]
             .as_ref()
             .is_some_and(|p| p.allows(resp, head));
-        if !allowed {
+        if allowed {
+            lowercase_content_type(resp);
+        } else {
             if let Some(c) = session
                 .downstream_modules_ctx
                 .get_mut::<ResponseCompression>()
@@ -130,5 +164,18 @@ async fn invalidate_after_unsafe(runtime: &Runtime, session: &Session, resp: &Re
     }
     for t in targets {
         store.purge_url(host, &t).await;
+    }
+}
+
+/// Media types are case-insensitive, but Pingora's own content-type check is not.
+fn lowercase_content_type(resp: &mut ResponseHeader) {
+    let lower = match resp.headers.get(http::header::CONTENT_TYPE) {
+        Some(ct) if ct.as_bytes().iter().any(u8::is_ascii_uppercase) => {
+            HeaderValue::from_bytes(&ct.as_bytes().to_ascii_lowercase()).ok()
+        }
+        _ => None,
+    };
+    if let Some(v) = lower {
+        let _ = resp.insert_header(http::header::CONTENT_TYPE, v);
     }
 }

@@ -1,11 +1,12 @@
 //! Per-request state carried through the proxy phases.
 
 use super::protection::RateInfo;
+use crate::metrics::RouteInFlight;
 use crate::policy::ConcurrencyGuard;
 use crate::upstream::{Admission, InflightGuard};
 use http::HeaderValue;
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The proxy's per-request context (`ProxyHttp::CTX`).
 pub struct RequestCtx {
@@ -42,10 +43,48 @@ pub struct RequestCtx {
     pub accept_encoding: Option<Option<HeaderValue>>,
     /// Whether compression is on for this request.
     pub compressing: bool,
+    /// A revalidation's 304 header, merged into the stored response.
+    pub revalidation: Option<pingora_http::ResponseHeader>,
     /// The `X-Cache-Status` sent, for logs.
     pub cache_status: Option<&'static str>,
     /// Whether the upstream outcome has been reported to the breaker and passive health.
     pub outcome_recorded: bool,
+    /// Why the gateway answered by itself, when it refused the request.
+    pub decision: Option<Rejection>,
+    /// Holds the route's in-flight gauge up while the request runs.
+    pub route_inflight: Option<RouteInFlight>,
+    /// When the first upstream peer was chosen (connects and retries count as upstream time).
+    pub upstream_started: Option<Instant>,
+    /// Upstream time until its response header arrived.
+    pub upstream_duration: Option<Duration>,
+}
+
+/// Why the gateway refused a request itself, for metrics and the access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// The route's rate limit.
+    RateLimited,
+    /// The upstream's circuit breaker.
+    CircuitOpen,
+    /// The route's `max_in_flight` cap.
+    InFlightCap,
+    /// No route matched.
+    NoRoute,
+    /// Malformed or oversized request framing.
+    BadRequest,
+}
+
+impl Rejection {
+    /// The access log's `decision` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::RateLimited => "rate_limited",
+            Rejection::CircuitOpen => "circuit_open",
+            Rejection::InFlightCap => "in_flight_cap",
+            Rejection::NoRoute => "no_route",
+            Rejection::BadRequest => "bad_request",
+        }
+    }
 }
 
 impl RequestCtx {
@@ -69,7 +108,12 @@ impl RequestCtx {
             accept_encoding: None,
             compressing: false,
             cache_status: None,
+            revalidation: None,
             outcome_recorded: false,
+            decision: None,
+            route_inflight: None,
+            upstream_started: None,
+            upstream_duration: None,
         }
     }
 }

@@ -5,11 +5,12 @@ mod caching;
 mod context;
 mod forwarding;
 mod framing;
+mod observe;
 mod protection;
 mod request_id;
 mod respond;
 
-pub use context::RequestCtx;
+pub use context::{Rejection, RequestCtx};
 pub use forwarding::X_REQUEST_ID;
 
 use crate::routing::Action;
@@ -62,6 +63,10 @@ impl ProxyHttp for GatewayProxy {
             session.set_keepalive_reuses_remaining(d.keepalive_requests);
         }
         session.set_read_timeout(Some(d.body_read_timeout));
+        // From SIGQUIT/SIGTERM on, answer with `Connection: close` (see `server::draining`).
+        if crate::server::draining() {
+            session.set_keepalive(None);
+        }
         let req = session.req_header();
         ctx.request_id = Some(request_id::resolve(req.headers.get(&X_REQUEST_ID)));
         ctx.host = forwarding::request_host(req).and_then(|h| h.parse().ok());
@@ -77,6 +82,7 @@ impl ProxyHttp for GatewayProxy {
                 &req.headers,
             )
             .map(|r| r.index);
+        ctx.route_inflight = ctx.route.map(|r| self.runtime.metrics.enter_route(r));
         caching::prepare_compression(&self.runtime, session, ctx);
         Ok(())
     }
@@ -91,15 +97,18 @@ impl ProxyHttp for GatewayProxy {
         if let Some((status, body)) =
             framing::problem(session, self.runtime.downstream.max_header_bytes)
         {
+            ctx.decision = Some(Rejection::BadRequest);
             respond::error(session, ctx, status, body, true).await?;
             return Ok(true);
         }
         if session.req_header().method.as_str() == "PURGE" {
             // Purging is an admin-listener operation only.
+            ctx.decision = Some(Rejection::BadRequest);
             respond::error(session, ctx, 405, "method not allowed\n", false).await?;
             return Ok(true);
         }
         let Some(route) = ctx.route.map(|i| &self.runtime.routes.routes()[i]) else {
+            ctx.decision = Some(Rejection::NoRoute);
             respond::error(session, ctx, 404, "no route\n", false).await?;
             return Ok(true);
         };
@@ -113,9 +122,21 @@ impl ProxyHttp for GatewayProxy {
             }
             Action::Proxy { upstream, .. } => {
                 ctx.upstream = Some(*upstream);
-                protection::guard_upstream(&self.runtime.upstreams[*upstream], session, ctx).await
+                Ok(false)
             }
         }
+    }
+
+    async fn proxy_upstream_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        // After the cache lookup, so an open circuit still lets cached responses through.
+        let Some(up) = self.upstream(ctx) else {
+            return Ok(true);
+        };
+        Ok(!protection::guard_upstream(up, session, ctx).await?)
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
@@ -150,6 +171,8 @@ impl ProxyHttp for GatewayProxy {
             .req_header()
             .headers
             .contains_key(http::header::AUTHORIZATION);
+        let merged = caching::merge_revalidation(resp, ctx);
+        let resp = merged.as_ref().unwrap_or(resp);
         Ok(crate::cache::cacheability(resp, auth, rc, store.ttl_cap))
     }
 
@@ -164,7 +187,7 @@ impl ProxyHttp for GatewayProxy {
 
     fn should_serve_stale(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
         error: Option<&Error>,
     ) -> bool {
@@ -173,11 +196,16 @@ impl ProxyHttp for GatewayProxy {
         let caching = ctx
             .route
             .is_some_and(|r| self.runtime.route_cache[r].is_some());
-        caching
+        let serve = caching
             && error.is_none_or(|e| {
                 e.esource() == &ErrorSource::Upstream
                     || matches!(e.etype(), ErrorType::HTTPStatus(s) if *s >= 500)
-            })
+            });
+        if serve && error.is_some() {
+            // Pingora closes the connection after a stale-if-error answer; say so up front.
+            session.set_keepalive(None);
+        }
+        serve
     }
 
     async fn upstream_peer(
@@ -189,6 +217,8 @@ impl ProxyHttp for GatewayProxy {
             return Error::e_explain(ErrorType::InternalError, "upstream_peer without a route");
         };
         let up = up.clone();
+        ctx.upstream_started
+            .get_or_insert_with(std::time::Instant::now);
         if let Some(prev) = ctx.backend.take() {
             ctx.tried.push(prev);
         }
@@ -275,10 +305,12 @@ impl ProxyHttp for GatewayProxy {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        ctx.upstream_duration = ctx.upstream_started.map(|t| t.elapsed());
+        caching::note_revalidation(session, upstream_response, ctx);
         if let Some(i) = ctx.upstream {
             let status = upstream_response.status.as_u16();
             protection::response_started(&self.runtime.upstreams[i], ctx, status);
@@ -292,6 +324,11 @@ impl ProxyHttp for GatewayProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // A request that arrived before SIGQUIT still closes its connection when its response
+        // goes out after it (see `server::draining`).
+        if crate::server::draining() {
+            session.set_keepalive(None);
+        }
         protection::rate_headers(ctx, upstream_response)?;
         caching::on_response(&self.runtime, session, upstream_response, ctx).await?;
         if let Some(id) = &ctx.request_id {
@@ -333,10 +370,11 @@ impl ProxyHttp for GatewayProxy {
         }
     }
 
-    async fn logging(&self, _session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         if let Some(i) = ctx.upstream {
             protection::finish(&self.runtime.upstreams[i], ctx, e);
         }
+        observe::finish(&self.runtime, session, e, ctx);
     }
 }
 

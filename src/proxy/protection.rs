@@ -1,7 +1,7 @@
 //! Rate limits, concurrency caps and the circuit breaker, applied in `request_filter`, and the
 //! reporting of upstream outcomes back to the breaker and passive health.
 
-use super::context::RequestCtx;
+use super::context::{Rejection, RequestCtx};
 use super::respond;
 use crate::policy::{now_us, Decision, LimitKey};
 use crate::runtime::Runtime;
@@ -39,6 +39,7 @@ pub async fn guard_route(
             ),
         };
         if !decision.allowed {
+            ctx.decision = Some(Rejection::RateLimited);
             let mut h = ResponseHeader::build(policy.status, Some(8))?;
             h.insert_header("retry-after", decision.retry_after_secs)?;
             insert_rate_headers(
@@ -70,6 +71,7 @@ pub async fn guard_route(
         match cap.try_acquire() {
             Some(slot) => ctx.route_slot = Some(slot),
             None => {
+                ctx.decision = Some(Rejection::InFlightCap);
                 let mut h = ResponseHeader::build(503, Some(4))?;
                 h.insert_header("retry-after", "1")?;
                 respond::error_with(session, ctx, 503, "too many requests in flight\n", false, h)
@@ -93,6 +95,7 @@ pub async fn guard_upstream(
     let admission = breaker.admit(now_us());
     ctx.admission = Some(admission);
     if let Admission::Rejected { retry_after_secs } = admission {
+        ctx.decision = Some(Rejection::CircuitOpen);
         let mut h = ResponseHeader::build(503, Some(4))?;
         h.insert_header("retry-after", retry_after_secs)?;
         respond::error_with(session, ctx, 503, "upstream circuit open\n", false, h).await?;

@@ -5,11 +5,14 @@
 //! with `Server::new_with_opt_and_conf`, so `-u` upgrades and `-d` daemonizing work.
 
 mod builder;
+mod drain;
 mod listeners;
+
+pub use drain::draining;
 
 pub use builder::GatewayBuilder;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::runtime::Runtime;
 use crate::upstream::HealthService;
 use pingora_core::server::configuration::{Opt, ServerConf};
@@ -28,6 +31,14 @@ impl Gateway {
     /// Starts building a gateway.
     pub fn builder() -> GatewayBuilder {
         GatewayBuilder::default()
+    }
+
+    /// Loads, validates and builds from a YAML file; every error names the file, line and key.
+    pub fn from_file(path: &str) -> Result<Gateway, ConfigError> {
+        let source = Config::read_source(path)?;
+        let located = |e: ConfigError| e.in_file(path, &source);
+        let config = Config::from_yaml_str(&source).map_err(located)?;
+        Gateway::builder().config(config).build().map_err(located)
     }
 
     /// The configuration this gateway was built from.
@@ -71,6 +82,8 @@ impl Gateway {
             listeners::check_bindable(&self.config)?;
         }
         let mut server = Server::new_with_opt_and_conf(opt, self.server_conf());
+        // Subscribed before bootstrap and daemonizing so no phase change is missed.
+        let drain = drain::DrainWatch::new(server.watch_execution_phase());
         server.bootstrap();
         let conf = server.configuration.clone();
         for svc in listeners::proxy_services(&conf, &self.config, &self.runtime)? {
@@ -79,15 +92,28 @@ impl Gateway {
         if let Some(admin) = &self.config.admin {
             server.add_boxed_service(crate::admin::service(admin, &self.runtime));
         }
+        server.add_service(pingora_core::services::background::background_service(
+            "upgrade drain",
+            drain,
+        ));
         for svc in self.health {
             server.add_boxed_service(svc);
         }
+        match &self.runtime.access_log {
+            Some(log) => server.add_boxed_service(log.service()),
+            None => server.add_boxed_service(crate::access_log::ignore_sigusr1()),
+        };
         Ok(server)
     }
 
     /// Runs until a shutdown signal, then returns (daemonizes first when configured).
     pub fn run(self, opt: Opt) -> pingora_error::Result<()> {
+        let runtime = self.runtime.clone();
         self.into_server(opt)?.run(RunArgs::default());
+        // Every runtime has stopped, so no more lines come: write out what is queued.
+        if let Some(log) = &runtime.access_log {
+            log.shutdown(std::time::Duration::from_secs(2));
+        }
         Ok(())
     }
 }

@@ -1,0 +1,294 @@
+//! Prometheus metrics: the gateway's own registry, the series it exports, and the cheap
+//! recording calls the proxy makes at the end of every request.
+//!
+//! Labels only ever carry names from the config (routes, upstreams, backend addresses) or
+//! fixed vocabularies ([`labels`]), so cardinality is bounded by the config. Unmatched requests
+//! use the route label `""`.
+//!
+//! Recording never takes a lock shared across workers once a series exists: per-route children
+//! are resolved once and cached ([`route`]), upstream histograms are resolved at build time,
+//! and breaker and backend state is read from the upstreams' atomics at scrape time
+//! ([`scrape`]).
+
+mod cache;
+mod compression;
+mod labels;
+mod process;
+mod route;
+mod scrape;
+
+pub use cache::CacheEvent;
+pub use labels::{ErrorKind, LATENCY_BUCKETS, METHODS, STATUS_CLASSES};
+
+use crate::cache::CacheStore;
+use crate::routing::RouteTable;
+use crate::upstream::Upstream;
+use http::Method;
+use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntGauge, Registry};
+use route::{RouteFamilies, RouteSlot};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Content type of the text exposition served on the admin `/metrics`.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+
+/// All of the gateway's series, built once from the compiled config.
+pub struct Metrics {
+    registry: Registry,
+    route_families: RouteFamilies,
+    /// One slot per route, in config order, plus a last one for unmatched requests.
+    routes: Box<[RouteSlot]>,
+    upstream_duration: Box<[Histogram]>,
+    cache: cache::CacheSeries,
+    compression: compression::CompressionSeries,
+    access_log_dropped: IntCounter,
+}
+
+/// What the proxy observed about one finished request.
+#[derive(Debug, Clone)]
+pub struct RequestSample<'a> {
+    /// Index of the matched route; `None` when no route matched.
+    pub route: Option<usize>,
+    /// The request method (normalised to [`METHODS`]).
+    pub method: &'a Method,
+    /// Status sent downstream; 0 when no response was sent.
+    pub status: u16,
+    /// Time from the request header to the end of the response.
+    pub duration: Duration,
+    /// Index of the upstream asked and how long it took, when one was asked.
+    pub upstream: Option<(usize, Duration)>,
+    /// Why the request failed or was refused, if it did.
+    pub error: Option<ErrorKind>,
+    /// Whether the route's rate limit rejected the request.
+    pub rate_limited: bool,
+}
+
+/// Holds a route's in-flight gauge up while its request runs (kept in the request context).
+#[derive(Debug)]
+pub struct RouteInFlight(IntGauge);
+
+impl Drop for RouteInFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl Metrics {
+    /// Builds and registers every series for these routes, upstreams and cache store.
+    pub fn new(
+        routes: &RouteTable,
+        upstreams: &[Arc<Upstream>],
+        cache: Option<&CacheStore>,
+    ) -> prometheus::Result<Metrics> {
+        let registry = Registry::new();
+        let route_families = RouteFamilies::register(&registry)?;
+        let routes = routes
+            .routes()
+            .iter()
+            .map(|r| RouteSlot::new(r.name.clone()))
+            .chain(std::iter::once(RouteSlot::new("".into())))
+            .collect();
+        let upstream_vec = HistogramVec::new(
+            HistogramOpts::new(
+                "avx_upstream_duration_seconds",
+                "Upstream latency: from the first connect attempt to the upstream's response header.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["upstream"],
+        )?;
+        registry.register(Box::new(upstream_vec.clone()))?;
+        let upstream_duration = upstreams
+            .iter()
+            .map(|u| upstream_vec.with_label_values(&[&u.name]))
+            .collect();
+        registry.register(Box::new(scrape::UpstreamCollector::new(upstreams)?))?;
+        let access_log_dropped = IntCounter::new(
+            "avx_access_log_dropped_total",
+            "Access log lines dropped because the writer fell behind.",
+        )?;
+        registry.register(Box::new(access_log_dropped.clone()))?;
+        let metrics = Metrics {
+            cache: cache::CacheSeries::register(&registry, cache)?,
+            compression: compression::CompressionSeries::register(&registry)?,
+            registry,
+            route_families,
+            routes,
+            upstream_duration,
+            access_log_dropped,
+        };
+        process::register_build_info(&metrics.registry)?;
+        process::register_process(&metrics.registry)?;
+        Ok(metrics)
+    }
+
+    fn slot(&self, route: Option<usize>) -> &RouteSlot {
+        let unmatched = self.routes.len() - 1;
+        &self.routes[route.filter(|&i| i < unmatched).unwrap_or(unmatched)]
+    }
+
+    /// Counts a request as in flight on `route` until the returned guard is dropped.
+    pub fn enter_route(&self, route: usize) -> RouteInFlight {
+        let gauge = &self
+            .slot(Some(route))
+            .series(&self.route_families)
+            .in_flight;
+        gauge.inc();
+        RouteInFlight(gauge.clone())
+    }
+
+    /// Records one finished request: its count, latency, error kind and upstream latency.
+    pub fn record(&self, s: &RequestSample<'_>) {
+        let slot = self.slot(s.route);
+        let f = &self.route_families;
+        let series = slot.series(f);
+        let method = labels::method_index(s.method);
+        let class = labels::status_class_index(s.status);
+        series.requests(f, slot.name(), method, class).inc();
+        series.duration.observe(s.duration.as_secs_f64());
+        if let Some(kind) = s.error {
+            series.errors(f, slot.name(), kind).inc();
+        }
+        if s.rate_limited {
+            series.rate_limited.inc();
+        }
+        if let Some((i, d)) = s.upstream {
+            if let Some(h) = self.upstream_duration.get(i) {
+                h.observe(d.as_secs_f64());
+            }
+        }
+    }
+
+    /// Counts one cache lookup's outcome.
+    pub fn record_cache(&self, event: CacheEvent) {
+        self.cache.record(event);
+    }
+
+    /// Adds one compressed response's body bytes before and after compression.
+    pub fn record_compression(&self, algorithm: &str, bytes_in: u64, bytes_out: u64) {
+        self.compression.record(algorithm, bytes_in, bytes_out);
+    }
+
+    /// The counter of access log lines dropped under back-pressure.
+    pub fn access_log_dropped(&self) -> &IntCounter {
+        &self.access_log_dropped
+    }
+
+    /// The registry holding every series (for embedding or custom exposition).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The text exposition of every series (served with [`CONTENT_TYPE`]).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(16 * 1024);
+        if let Err(e) = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            log::error!("encoding metrics: {e}");
+        }
+        buf
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::runtime::Runtime;
+
+    fn metrics() -> Runtime {
+        let cfg: Config = serde_yaml::from_str(
+            r#"
+upstreams:
+  pool:
+    servers: [{ address: "127.0.0.1:9" }]
+    circuit_breaker: {}
+routes:
+  - { name: api, match: { path_prefix: /api }, upstream: pool }
+"#,
+        )
+        .unwrap();
+        Runtime::build(&cfg, None).unwrap().0
+    }
+
+    fn text(m: &Metrics) -> String {
+        String::from_utf8(m.encode()).unwrap()
+    }
+
+    #[test]
+    fn records_requests_errors_and_latency() {
+        let rt = metrics();
+        let m = &rt.metrics;
+        let guard = m.enter_route(0);
+        assert!(text(m).contains("avx_route_in_flight{route=\"api\"} 1"));
+        drop(guard);
+        m.record(&RequestSample {
+            route: Some(0),
+            method: &Method::GET,
+            status: 502,
+            duration: Duration::from_micros(300),
+            upstream: Some((0, Duration::from_micros(200))),
+            error: Some(ErrorKind::Connect),
+            rate_limited: false,
+        });
+        m.record(&RequestSample {
+            route: None,
+            method: &Method::from_bytes(b"BREW").unwrap(),
+            status: 404,
+            duration: Duration::from_micros(50),
+            upstream: None,
+            error: Some(ErrorKind::NoRoute),
+            rate_limited: false,
+        });
+        let t = text(m);
+        for want in [
+            "avx_route_in_flight{route=\"api\"} 0",
+            "avx_requests_total{method=\"GET\",route=\"api\",status_class=\"5xx\"} 1",
+            "avx_requests_total{method=\"other\",route=\"\",status_class=\"4xx\"} 1",
+            "avx_errors_total{kind=\"connect\",route=\"api\"} 1",
+            "avx_errors_total{kind=\"no_route\",route=\"\"} 1",
+            "avx_request_duration_seconds_bucket{route=\"api\",le=\"0.0005\"} 1",
+            "avx_request_duration_seconds_bucket{route=\"api\",le=\"0.00025\"} 0",
+            "avx_upstream_duration_seconds_bucket{upstream=\"pool\",le=\"0.00025\"} 1",
+            "avx_circuit_breaker_state{upstream=\"pool\"} 0",
+            "avx_circuit_breaker_transitions_total{upstream=\"pool\"} 0",
+            "avx_backend_healthy{backend=\"127.0.0.1:9\",upstream=\"pool\"} 1",
+            "avx_backend_in_flight{backend=\"127.0.0.1:9\",upstream=\"pool\"} 0",
+            "avx_cache_hits_total 0",
+            "avx_compression_bytes_in_total{algorithm=\"gzip\"} 0",
+            "avx_access_log_dropped_total 0",
+            "avx_build_info{git_hash=",
+        ] {
+            assert!(t.contains(want), "missing {want:?} in\n{t}");
+        }
+        assert!(
+            !t.contains("status_class=\"2xx\""),
+            "unused series are not exported"
+        );
+    }
+
+    #[test]
+    fn cache_and_compression_api() {
+        let rt = metrics();
+        let m = &rt.metrics;
+        m.record_cache(CacheEvent::Hit);
+        m.record_cache(CacheEvent::Hit);
+        m.record_cache(CacheEvent::Stale);
+        m.record_compression("brotli", 1000, 100);
+        m.record_compression("de-gzip", 7, 70);
+        m.record_compression("dcz", 10, 5);
+        let t = text(m);
+        for want in [
+            "avx_cache_hits_total 2",
+            "avx_cache_stale_total 1",
+            "avx_cache_misses_total 0",
+            "avx_cache_evictions_total 0",
+            "avx_cache_entries 0",
+            "avx_cache_bytes 0",
+            "avx_compression_bytes_in_total{algorithm=\"gzip\"} 0",
+            "avx_compression_bytes_in_total{algorithm=\"br\"} 1000",
+            "avx_compression_bytes_out_total{algorithm=\"br\"} 100",
+            "avx_compression_bytes_out_total{algorithm=\"other\"} 5",
+        ] {
+            assert!(t.contains(want), "missing {want:?} in\n{t}");
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! Series read at scrape time from the atomics the upstreams already keep: breaker state and
+//! transitions, backend health, passive ejection and in-flight counts.
+//!
+//! Nothing is recorded on the request path for these; a scrape reads the current values.
+
+use crate::policy::now_us;
+use crate::upstream::Upstream;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Reads breaker and backend state from the upstream pools at scrape time.
+pub(super) struct UpstreamCollector {
+    upstreams: Vec<Arc<Upstream>>,
+    breaker_state: Desc,
+    breaker_transitions: Desc,
+    backend_healthy: Desc,
+    backend_ejected: Desc,
+    backend_in_flight: Desc,
+}
+
+fn desc(name: &str, help: &str, labels: &[&str]) -> prometheus::Result<Desc> {
+    Desc::new(
+        name.into(),
+        help.into(),
+        labels.iter().map(|l| l.to_string()).collect(),
+        HashMap::new(),
+    )
+}
+
+impl UpstreamCollector {
+    /// A collector over these pools.
+    pub(super) fn new(upstreams: &[Arc<Upstream>]) -> prometheus::Result<UpstreamCollector> {
+        Ok(UpstreamCollector {
+            upstreams: upstreams.to_vec(),
+            breaker_state: desc(
+                "avx_circuit_breaker_state",
+                "Circuit breaker state per upstream: 0 closed, 1 half-open, 2 open.",
+                &["upstream"],
+            )?,
+            breaker_transitions: desc(
+                "avx_circuit_breaker_transitions_total",
+                "Circuit breaker state changes per upstream.",
+                &["upstream"],
+            )?,
+            backend_healthy: desc(
+                "avx_backend_healthy",
+                "1 when the backend passes its active health check (or has none), else 0.",
+                &["backend", "upstream"],
+            )?,
+            backend_ejected: desc(
+                "avx_backend_ejected",
+                "1 while passive health keeps the backend out of selection, else 0.",
+                &["backend", "upstream"],
+            )?,
+            backend_in_flight: desc(
+                "avx_backend_in_flight",
+                "Requests in flight to the backend.",
+                &["backend", "upstream"],
+            )?,
+        })
+    }
+}
+
+impl Collector for UpstreamCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![
+            &self.breaker_state,
+            &self.breaker_transitions,
+            &self.backend_healthy,
+            &self.backend_ejected,
+            &self.backend_in_flight,
+        ]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let now = now_us();
+        let (mut state, mut transitions) = (Vec::new(), Vec::new());
+        let (mut healthy, mut ejected, mut in_flight) = (Vec::new(), Vec::new(), Vec::new());
+        for up in &self.upstreams {
+            if let Some(b) = &up.breaker {
+                let l = || labels(&[("upstream", &up.name)]);
+                state.push(gauge_metric(l(), b.state() as u8 as f64));
+                transitions.push(counter(l(), b.transitions() as f64));
+            }
+            for (i, backend) in up.backends.iter().enumerate() {
+                let addr = backend.addr.to_string();
+                let l = || labels(&[("backend", &addr), ("upstream", &up.name)]);
+                healthy.push(gauge_metric(l(), f64::from(u8::from(up.is_healthy(i)))));
+                ejected.push(gauge_metric(
+                    l(),
+                    f64::from(u8::from(up.is_ejected(i, now))),
+                ));
+                in_flight.push(gauge_metric(
+                    l(),
+                    backend.inflight.load(Ordering::Relaxed) as f64,
+                ));
+            }
+        }
+        vec![
+            family(&self.breaker_state, MetricType::GAUGE, state),
+            family(&self.breaker_transitions, MetricType::COUNTER, transitions),
+            family(&self.backend_healthy, MetricType::GAUGE, healthy),
+            family(&self.backend_ejected, MetricType::GAUGE, ejected),
+            family(&self.backend_in_flight, MetricType::GAUGE, in_flight),
+        ]
+    }
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            let mut p = LabelPair::default();
+            p.set_name(k.to_string());
+            p.set_value(v.to_string());
+            p
+        })
+        .collect()
+}
+
+/// A gauge sample with these labels.
+pub(super) fn gauge_metric(labels: Vec<LabelPair>, v: f64) -> Metric {
+    let mut g = Gauge::default();
+    g.set_value(v);
+    let mut m = Metric::from_gauge(g);
+    m.set_label(labels);
+    m
+}
+
+fn counter(labels: Vec<LabelPair>, v: f64) -> Metric {
+    let mut c = Counter::default();
+    c.set_value(v);
+    let mut m = Metric::from_label(labels);
+    m.set_counter(c);
+    m
+}
+
+/// A metric family named and described by `desc`.
+pub(super) fn family(desc: &Desc, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
+    let mut f = MetricFamily::default();
+    f.set_name(desc.fq_name.clone());
+    f.set_help(desc.help.clone());
+    f.set_field_type(kind);
+    f.set_metric(metrics);
+    f
+}
