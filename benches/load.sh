@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Whole-gateway load tests, side by side with NGINX and HAProxy through the shared harness.
+#
+#   benches/load.sh [--rounds 5] [--duration 10s] [--tool wrk|hey] [--scenario all|simple|cache|compression]
+#
+# Builds the release binary and the bare Pingora reference (examples/bare_proxy.rs), starts one
+# gateway per feature set on its own port, all against the harness's origin (127.0.0.1:19000),
+# then runs ../shared/bench/run.sh with every target so the rounds interleave:
+#   gw        simple proxy (routing, no rate limit, no cache)          :18101
+#   gw-rl     + rate limit far above the offered load                  :18102
+#   gw-cache  + cache (hits)                                           :18103
+#   gw-gzip   + gzip level 1, like the NGINX peer                      :18104
+#   gw-full   rate limit + breaker + cache + compression + access log  :18105
+#   bare      examples/bare_proxy.rs, Pingora defaults                 :18106
+# A POST-with-body run (hey -m POST) against gw and nginx follows; results land in
+# $BENCH_RESULTS (default /tmp/avx-bench-results). Loopback only; every process it starts is
+# stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BENCH=${BENCH:-$ROOT/../shared/bench}
+WORK=$(mktemp -d /tmp/avx-load.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+cargo build --release --locked --bin avx-gateway --example bare_proxy
+
+config() { # name port extra-route-keys [extra-top-level]
+  cat > "$WORK/$1.yaml" <<YAML
+server:
+  workers: 2
+  pid_file: $WORK/$1.pid
+  upgrade_sock: $WORK/$1.sock
+  grace_period_seconds: 0
+  graceful_shutdown_timeout_seconds: 1
+listeners: [{ address: 127.0.0.1:$2 }]
+upstreams:
+  origin:
+    servers: [{ address: 127.0.0.1:19000 }]
+    connection_pool: { max_idle: 256 }
+$4
+routes:
+  - name: all
+    match: { path_prefix: / }
+    upstream: origin
+$3
+YAML
+}
+
+config gw 18101 "" ""
+config gw-rl 18102 "    rate_limit: { requests_per_second: 1000000, burst: 100000, key: client_ip }" ""
+config gw-cache 18103 "    cache: { enabled: true }" ""
+config gw-gzip 18104 "    compression: { enabled: true, level: 1, algorithms: [gzip] }" ""
+config gw-full 18105 "    rate_limit: { requests_per_second: 1000000, burst: 100000 }
+    cache: { enabled: true }
+    compression: { enabled: true, level: 1, algorithms: [gzip] }" "    circuit_breaker: { failure_threshold: 50 }
+access_log: { enabled: true, path: $WORK/access.log, format: json }"
+
+for name in gw gw-rl gw-cache gw-gzip gw-full; do
+  ./target/release/avx-gateway -t -c "$WORK/$name.yaml" >/dev/null
+  RUST_LOG=warn ./target/release/avx-gateway -c "$WORK/$name.yaml" 2>"$WORK/$name.log" &
+  PIDS+=($!)
+done
+RUST_LOG=warn ./target/release/examples/bare_proxy 127.0.0.1:18106 127.0.0.1:19000 2 2>"$WORK/bare.log" &
+PIDS+=($!)
+
+for port in 18101 18102 18103 18104 18105 18106; do
+  for _ in $(seq 100); do
+    (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break
+    sleep 0.1
+  done
+done
+
+"$BENCH/run.sh" \
+  --target gw=http://127.0.0.1:18101 \
+  --target gw-rl@simple=http://127.0.0.1:18102 \
+  --target gw-cache@cache=http://127.0.0.1:18103 \
+  --target gw-gzip@compression=http://127.0.0.1:18104 \
+  --target gw-full=http://127.0.0.1:18105 \
+  --target bare@simple=http://127.0.0.1:18106 \
+  --tag avx-load "$@"
+
+# POST with a 4 KiB body: the harness has no POST scenario, so hey runs it directly, gateway
+# and NGINX alternately (run.sh has stopped its peers, so start the origin and NGINX again).
+if command -v hey >/dev/null && command -v nginx >/dev/null; then
+  mkdir -p "$WORK/ngx"
+  nginx -c "$BENCH/conf/upstream.nginx.conf" -p "$WORK/ngx" -g "pid $WORK/ngx/up.pid; error_log $WORK/ngx/up.err;" 2>/dev/null || true
+  nginx -c "$BENCH/conf/proxy.nginx.conf" -p "$WORK/ngx" -g "pid $WORK/ngx/px.pid; error_log $WORK/ngx/px.err;" 2>/dev/null || true
+  head -c 4096 /dev/zero | tr '\0' 'x' > "$WORK/body"
+  for round in 1 2 3; do
+    for t in gw=http://127.0.0.1:18101 nginx=http://127.0.0.1:19001; do
+      printf 'POST round %s %-6s ' "$round" "${t%%=*}"
+      hey -z 5s -c 50 -m POST -D "$WORK/body" -T application/octet-stream "${t#*=}/api/test" \
+        | awk '/Requests\/sec/ {printf "req/s %s ", $2} /\[2..\]/ {printf "%s ", $0} END {print ""}'
+    done
+  done
+  for f in "$WORK"/ngx/*.pid; do kill "$(cat "$f")" 2>/dev/null || true; done
+fi
