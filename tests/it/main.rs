@@ -2,15 +2,20 @@
 
 mod harness;
 
+mod access_log;
 mod bad_requests;
 mod balancing;
+mod cache;
 mod circuit_breaker;
+mod compression;
 mod config_errors;
 mod health;
+mod metrics;
 mod passive_health;
 mod proxying;
 mod rate_limit;
 mod routing;
 mod smoke;
+mod upgrade;
 mod upstream_faults;
 mod upstream_tls;

@@ -6,6 +6,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 static DIR_COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -71,8 +72,9 @@ pub struct GatewayProcess {
     pub admin: SocketAddr,
     /// The config file the gateway runs on.
     pub config: PathBuf,
-    /// Scratch directory holding the config, pid file and upgrade socket.
-    pub dir: TestDir,
+    /// Scratch directory holding the config, pid file and upgrade socket; shared with the
+    /// processes that take over from this one ([`GatewayProcess::spawn_upgrade`]).
+    pub dir: Arc<TestDir>,
     log: PathBuf,
 }
 
@@ -98,17 +100,38 @@ impl GatewayProcess {
             text.push_str(&format!("\nadmin:\n  address: {admin}\n"));
         }
         let config = dir.write("gateway.yaml", &text);
-        Self::spawn(config, dir, addr, admin, &[])
+        let mut gw = Self::spawn(config, Arc::new(dir), addr, admin, &[], "gateway.log");
+        gw.wait_ready(Duration::from_secs(20));
+        gw
+    }
+
+    /// Starts a new process on the same config with `-u` (Pingora's graceful upgrade) and
+    /// returns at once: the new process loads the config, then waits on `server.upgrade_sock`
+    /// for this one's listening sockets, which this one sends on SIGQUIT. Wait with
+    /// [`GatewayProcess::wait_upgrade_waiting`] before signalling, then
+    /// [`GatewayProcess::wait_serving`].
+    pub fn spawn_upgrade(&self) -> GatewayProcess {
+        static UPGRADES: AtomicUsize = AtomicUsize::new(0);
+        let n = UPGRADES.fetch_add(1, Ordering::Relaxed);
+        Self::spawn(
+            self.config.clone(),
+            self.dir.clone(),
+            self.addr,
+            self.admin,
+            &["-u"],
+            &format!("gateway-upgrade-{n}.log"),
+        )
     }
 
     fn spawn(
         config: PathBuf,
-        dir: TestDir,
+        dir: Arc<TestDir>,
         addr: SocketAddr,
         admin: SocketAddr,
         extra: &[&str],
+        log_name: &str,
     ) -> GatewayProcess {
-        let log = dir.path("gateway.log");
+        let log = dir.path(log_name);
         let log_file = std::fs::File::create(&log).expect("create log file");
         let child = Command::new(binary())
             .arg("-c")
@@ -122,16 +145,14 @@ impl GatewayProcess {
             .stderr(log_file)
             .spawn()
             .expect("spawn avx-gateway");
-        let mut gw = GatewayProcess {
+        GatewayProcess {
             child: Some(child),
             addr,
             admin,
             config,
             dir,
             log,
-        };
-        gw.wait_ready(Duration::from_secs(20));
-        gw
+        }
     }
 
     /// The process id.
@@ -224,6 +245,98 @@ impl GatewayProcess {
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+
+    /// `server.upgrade_sock` of the config (the harness default is `{dir}/upgrade.sock`).
+    pub fn upgrade_sock(&self) -> PathBuf {
+        let text = std::fs::read_to_string(&self.config).unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix("upgrade_sock:"))
+            .map(|v| PathBuf::from(v.trim().trim_matches('"')))
+            .unwrap_or_else(|| PathBuf::from("/tmp/avx-gateway-upgrade.sock"))
+    }
+
+    /// Whether this process waits for a graceful-upgrade handoff: it listens on the upgrade
+    /// socket. `/proc/net/unix` lists a listening socket with the `__SO_ACCEPTCON` flag
+    /// (`00010000`); its inode must be one of this process's fds.
+    pub fn is_waiting_for_upgrade(&self) -> bool {
+        let path = self.upgrade_sock();
+        let table = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
+        let inodes: Vec<String> = table
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() >= 8 && f[3] == "00010000" && Path::new(f[7]) == path)
+                    .then(|| format!("socket:[{}]", f[6]))
+            })
+            .collect();
+        if inodes.is_empty() {
+            return false;
+        }
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{}/fd", self.pid())) else {
+            return false;
+        };
+        fds.flatten()
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .any(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+    }
+
+    /// Waits up to `deadline` until this `-u` process waits on the upgrade socket; panics with
+    /// its log if it exits first or the deadline passes.
+    pub async fn wait_upgrade_waiting(&mut self, deadline: Duration) {
+        let end = Instant::now() + deadline;
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "new gateway exited with {status} before the handoff:\n{}",
+                    self.log()
+                );
+            }
+            if self.is_waiting_for_upgrade() {
+                return;
+            }
+            if Instant::now() > end {
+                panic!(
+                    "new gateway not waiting on {} within {deadline:?}:\n{}",
+                    self.upgrade_sock().display(),
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits up to `deadline` until the admin `/status` is answered by this process (its pid)
+    /// with `"ready": true`. Every poll uses a fresh connection: a pooled one would keep
+    /// reaching the old process.
+    pub async fn wait_serving(&mut self, deadline: Duration) {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(2))
+            .build()
+            .expect("build reqwest client");
+        let end = Instant::now() + deadline;
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("gateway exited with {status}:\n{}", self.log());
+            }
+            if let Ok(resp) = client.get(self.admin_url("/status")).send().await {
+                if let Ok(v) = resp.json::<serde_json::Value>().await {
+                    if v["pid"].as_u64() == Some(u64::from(self.pid())) && v["ready"] == true {
+                        return;
+                    }
+                }
+            }
+            if Instant::now() > end {
+                panic!(
+                    "gateway not serving /status within {deadline:?}:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// The config directory, for tests that write extra files next to the config.

@@ -3,15 +3,19 @@
 #![allow(dead_code)]
 
 pub mod faulty;
+pub mod fetch;
 pub mod gateway;
 pub mod raw_http;
+pub mod scripted;
 pub mod tls_upstream;
 pub mod upstream;
 pub mod websocket;
 
 pub use faulty::{Fault, FaultyUpstream};
+pub use fetch::{fetch, try_fetch, Fetched};
 pub use gateway::{check_config, GatewayProcess, TestDir};
 pub use raw_http::RawConn;
+pub use scripted::{http_date, Reply, ScriptedOrigin};
 pub use tls_upstream::TlsUpstream;
 pub use upstream::TestUpstream;
 pub use websocket::WsEchoUpstream;

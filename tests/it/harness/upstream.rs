@@ -20,6 +20,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -27,7 +28,37 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
-type Body = BoxBody<Bytes, Infallible>;
+/// The response body type of the harness's hyper origins.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// Serves HTTP/1.1 (with upgrades) on `listener`, one task per connection, answering every
+/// request with `handler`. The accept loop ends when the returned task is aborted.
+pub fn serve_http1<H, Fut>(listener: TcpListener, handler: H) -> JoinHandle<()>
+where
+    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut conns = JoinSet::new();
+        loop {
+            let Ok((sock, _)) = listener.accept().await else {
+                continue;
+            };
+            let handler = handler.clone();
+            conns.spawn(async move {
+                let svc = service_fn(move |req| {
+                    let fut = handler(req);
+                    async move { Ok::<_, Infallible>(fut.await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(sock), svc)
+                    .with_upgrades()
+                    .await;
+            });
+            while conns.try_join_next().is_some() {}
+        }
+    })
+}
 
 /// Shared counters of one upstream.
 #[derive(Default)]
@@ -76,23 +107,7 @@ impl TestUpstream {
             ..Default::default()
         });
         let (st, nm) = (state.clone(), name.to_string());
-        let task = tokio::spawn(async move {
-            let mut conns = JoinSet::new();
-            loop {
-                let Ok((sock, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (st, nm) = (st.clone(), nm.clone());
-                conns.spawn(async move {
-                    let svc = service_fn(move |req| handle(req, st.clone(), nm.clone()));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(sock), svc)
-                        .with_upgrades()
-                        .await;
-                });
-                while conns.try_join_next().is_some() {}
-            }
-        });
+        let task = serve_http1(listener, move |req| handle(req, st.clone(), nm.clone()));
         TestUpstream {
             name: name.to_string(),
             addr,
@@ -140,7 +155,8 @@ impl Drop for TestUpstream {
     }
 }
 
-fn full(b: impl Into<Bytes>) -> Body {
+/// A complete body.
+pub fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).boxed()
 }
 
@@ -151,18 +167,14 @@ fn query_num(req: &Request<Incoming>, key: &str) -> Option<u64> {
     })
 }
 
-async fn handle(
-    req: Request<Incoming>,
-    state: Arc<UpstreamState>,
-    name: String,
-) -> Result<Response<Body>, Infallible> {
+async fn handle(req: Request<Incoming>, state: Arc<UpstreamState>, name: String) -> Response<Body> {
     let path = req.uri().path().to_string();
     if path == "/health" {
         state.health_checks.fetch_add(1, Ordering::SeqCst);
         let ok = state.healthy.load(Ordering::SeqCst);
         let mut resp = Response::new(full(if ok { "ok" } else { "down" }));
         *resp.status_mut() = if ok { 200u16 } else { 503 }.try_into().unwrap_or_default();
-        return Ok(resp);
+        return resp;
     }
     state.hits.fetch_add(1, Ordering::SeqCst);
     let mut resp = match state.fail_status.load(Ordering::SeqCst) {
@@ -180,7 +192,7 @@ async fn handle(
     };
     resp.headers_mut()
         .insert("x-upstream", name.parse().expect("upstream name header"));
-    Ok(resp)
+    resp
 }
 
 async fn route(req: Request<Incoming>, path: &str, name: &str) -> Response<Body> {
