@@ -2,6 +2,7 @@
 //! `cargo bench --bench gateway_bench -- route_matching`.
 
 use avx_gateway::access_log::{AccessLog, LogEntry};
+use avx_gateway::cache::IndexedStorage;
 use avx_gateway::config::{
     AccessLogConfig, AccessLogFormat, CircuitBreakerConfig, Config, RouteConfig,
 };
@@ -11,8 +12,15 @@ use avx_gateway::routing::RouteTable;
 use avx_gateway::runtime::Runtime;
 use avx_gateway::upstream::CircuitBreaker;
 use avx_gateway::upstream::Upstream;
+use avx_gateway::Gateway;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use http::{HeaderMap, Method};
+use pingora_cache::eviction::{lru, EvictionManager};
+use pingora_cache::storage::Storage;
+use pingora_cache::trace::Span;
+use pingora_cache::{CacheEntryKey, CacheKey, CacheMeta};
+use pingora_http::ResponseHeader;
+use std::time::{Duration, SystemTime};
 
 /// `n` routes mixing exact paths, prefixes, regexes and hosts, as a YAML route list.
 fn routes_yaml(n: usize) -> String {
@@ -239,6 +247,198 @@ fn access_log(c: &mut Criterion) {
     g.finish();
 }
 
+/// A stored 1 KiB entry's metadata, as the proxy would build it.
+fn cache_meta() -> CacheMeta {
+    let mut h = ResponseHeader::build(200, None).expect("header");
+    h.insert_header("cache-control", "max-age=60").expect("cc");
+    let now = SystemTime::now();
+    CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, h)
+}
+
+fn cache(c: &mut Criterion) {
+    let mut g = c.benchmark_group("cache");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let body = bytes::Bytes::from(vec![b'x'; 1024]);
+    let span = Span::inactive();
+    for n in [1_000usize, 10_000, 100_000] {
+        let storage: &'static IndexedStorage = Box::leak(Box::new(IndexedStorage::new()));
+        let key = |i: usize| CacheKey::new(format!("bench.example\0/item/{i}"), "");
+        rt.block_on(async {
+            for i in 0..n {
+                let mut miss = storage
+                    .get_miss_handler(&key(i), &cache_meta(), &span.handle())
+                    .await
+                    .expect("miss handler");
+                miss.write_body(body.clone(), true).await.expect("write");
+                miss.finish().await.expect("finish");
+            }
+        });
+        let mut i = 0usize;
+        g.bench_function(BenchmarkId::new("lookup_hit", n), |b| {
+            b.iter(|| {
+                i = (i + 7919) % n;
+                rt.block_on(storage.lookup(&key(i), &span.handle()))
+                    .expect("lookup")
+                    .is_some()
+            })
+        });
+        g.bench_function(BenchmarkId::new("lookup_miss", n), |b| {
+            b.iter(|| {
+                i += 1;
+                rt.block_on(storage.lookup(&key(n + i), &span.handle()))
+                    .expect("lookup")
+                    .is_none()
+            })
+        });
+        let mut next = n;
+        g.bench_function(BenchmarkId::new("insert_1k", n), |b| {
+            b.iter(|| {
+                next += 1;
+                rt.block_on(async {
+                    let mut miss = storage
+                        .get_miss_handler(&key(next), &cache_meta(), &span.handle())
+                        .await
+                        .expect("miss handler");
+                    miss.write_body(body.clone(), true).await.expect("write");
+                    miss.finish().await
+                })
+                .expect("finish")
+            })
+        });
+        // Eviction: an LRU at its entry limit admitting one more entry evicts the oldest.
+        let lru = lru::Manager::<16>::with_capacity_and_watermark(usize::MAX, n / 16 + 1, Some(n));
+        let fresh = SystemTime::now() + Duration::from_secs(60);
+        for i in 0..n {
+            lru.admit(CacheEntryKey::key_only(key(i).to_compact()), 1024, fresh);
+        }
+        let mut j = n;
+        g.bench_function(BenchmarkId::new("evict", n), |b| {
+            b.iter(|| {
+                j += 1;
+                lru.admit(CacheEntryKey::key_only(key(j).to_compact()), 1024, fresh)
+                    .len()
+            })
+        });
+    }
+    g.finish();
+}
+
+/// A keep-alive origin answering every request with a small JSON body.
+async fn bench_origin() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = vec![0u8; 8192];
+                let resp = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n{\"status\":\"ok\"}";
+                let mut pending = Vec::new();
+                loop {
+                    let Ok(n) = sock.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    pending.extend_from_slice(&buf[..n]);
+                    while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                        pending.drain(..end + 4);
+                        if sock.write_all(resp).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn stress_test(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let origin = rt.block_on(bench_origin());
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let dir = std::env::temp_dir().join(format!("avx-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    let yaml = format!(
+        "server: {{ workers: 2, pid_file: {d}/gw.pid, upgrade_sock: {d}/up.sock }}\n\
+         listeners: [{{ address: {listen} }}]\n\
+         upstreams: {{ origin: {{ servers: [{{ address: {origin} }}] }} }}\n\
+         routes: [{{ name: all, match: {{ path_prefix: / }}, upstream: origin }}]\n",
+        d = dir.display()
+    );
+    let config = Config::from_yaml_str(&yaml).expect("bench config");
+    let gateway = Gateway::builder()
+        .config(config)
+        .build()
+        .expect("gateway builds");
+    std::thread::spawn(move || {
+        if let Ok(server) = gateway.into_server(Default::default()) {
+            server.run_forever();
+        }
+    });
+    let url = format!("http://{listen}/api/test");
+    rt.block_on(async {
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(listen).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("gateway did not start");
+    });
+    let mut g = c.benchmark_group("stress_test");
+    g.sample_size(10);
+    for clients in [1usize, 10, 50] {
+        const PER_CLIENT: usize = 200;
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(clients)
+            .build()
+            .expect("client");
+        g.throughput(criterion::Throughput::Elements(
+            (clients * PER_CLIENT) as u64,
+        ));
+        g.bench_function(BenchmarkId::new("keepalive_clients", clients), |b| {
+            b.to_async(&rt).iter(|| {
+                let (http, url) = (http.clone(), url.clone());
+                async move {
+                    let tasks: Vec<_> = (0..clients)
+                        .map(|_| {
+                            let (http, url) = (http.clone(), url.clone());
+                            tokio::spawn(async move {
+                                for _ in 0..PER_CLIENT {
+                                    let r = http.get(&url).send().await.expect("request");
+                                    assert!(r.status().is_success());
+                                    r.bytes().await.expect("body");
+                                }
+                            })
+                        })
+                        .collect();
+                    for t in tasks {
+                        t.await.expect("client task");
+                    }
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     route_matching,
@@ -246,6 +446,8 @@ criterion_group!(
     rate_limit,
     circuit_breaker,
     metrics,
+    cache,
+    stress_test,
     access_log
 );
 criterion_main!(benches);

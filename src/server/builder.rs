@@ -58,3 +58,34 @@ impl GatewayBuilder {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const YAML: &str = "listeners: [{ address: 127.0.0.1:18999 }]\n\
+        upstreams: { b: { servers: [{ address: 127.0.0.1:3000 }], connection_pool: { max_idle: 300 } } }\n\
+        routes: [{ name: r, match: { path_prefix: / }, upstream: b }]\n";
+
+    #[test]
+    fn builds_the_gateway_the_yaml_describes_with_overrides() {
+        let config = Config::from_yaml_str(YAML).expect("valid yaml");
+        let from_yaml = Gateway::builder()
+            .config(config.clone())
+            .build()
+            .expect("builds");
+        // The pool makes room for every upstream's max_idle by default.
+        assert_eq!(from_yaml.server_conf().upstream_keepalive_pool_size, 300);
+        assert_eq!(from_yaml.runtime().routes.routes().len(), 1);
+
+        let tuned = Gateway::builder()
+            .config(config)
+            .with_connection_pool_size(100)
+            .with_idle_timeout(Duration::from_secs(90))
+            .build()
+            .expect("builds");
+        assert_eq!(tuned.server_conf().upstream_keepalive_pool_size, 100);
+        assert_eq!(tuned.server_conf().threads, 2);
+        assert!(Gateway::builder().build().is_err(), "a config is required");
+    }
+}
