@@ -115,25 +115,14 @@ impl CompressionPolicy {
                 .unwrap_or(0.0)
         };
         let mut best: Option<(&'static str, f32)> = None;
-        // Pingora 0.9.1's brotli encoder never writes the final meta-block, so strict decoders
-        // reject its output; until that is fixed upstream the gateway does not compress with br
-        // (it still passes br-encoded upstream bodies through).
-        let compressible = self
-            .algorithms
-            .iter()
-            .filter(|(a, _)| *a != Algorithm::Brotli);
-        for (_, token) in compressible {
+        for (_, token) in &self.algorithms {
             let q = q_of(token);
             if q > 0.0 && best.is_none_or(|(_, bq)| q > bq) {
                 best = Some((token, q));
             }
         }
-        let chosen = match best {
-            Some((token, _)) => token,
-            // br is acceptable but not produced (Pingora's level for it is 0): listing it still
-            // lets a br-encoded upstream body pass through.
-            None if q_of("br") > 0.0 => "br",
-            None => return HeaderValue::from_static("identity"),
+        let Some((chosen, _)) = best else {
+            return HeaderValue::from_static("identity");
         };
         let mut list = String::from(chosen);
         for token in ["gzip", "br", "zstd"] {
@@ -212,11 +201,59 @@ mod tests {
         assert_eq!(n("gzip;q=1, br;q=0.5"), "gzip, br");
         assert_eq!(n("gzip;q=0, br;q=0"), "identity");
         assert_eq!(n("*"), "zstd, gzip, br");
-        assert_eq!(n("*;q=0.5, zstd;q=0"), "gzip, br");
-        // br is never chosen to compress with (see `negotiate`), only listed for pass-through.
-        assert_eq!(n("br"), "br");
-        assert_eq!(n("br;q=1, gzip;q=0.5"), "gzip, br");
+        assert_eq!(n("*;q=0.5, zstd;q=0"), "br, gzip");
+        assert_eq!(n("br;q=1, gzip;q=0.5"), "br, gzip");
         assert_eq!(n("identity"), "identity");
         assert_eq!(p.negotiate(None), "identity");
+    }
+}
+
+/// A streaming brotli encoder for one response.
+///
+/// Pingora 0.9.1's own brotli encoder only flushes at the end of the body and never writes
+/// the final (ISLAST) meta-block, so strict decoders reject its output. The gateway therefore
+/// encodes br itself and keeps Pingora's module for gzip and zstd.
+pub struct BrotliStream {
+    writer: brotli::CompressorWriter<Vec<u8>>,
+}
+
+impl BrotliStream {
+    /// An encoder at `level` (1-9, used as brotli's quality) with a 4 MiB window.
+    pub fn new(level: u32) -> Self {
+        BrotliStream {
+            writer: brotli::CompressorWriter::new(Vec::new(), 16 * 1024, level, 22),
+        }
+    }
+
+    /// Encodes a chunk and returns what is ready to send (flushed, so the stream keeps moving).
+    pub fn push(&mut self, chunk: &[u8]) -> std::io::Result<bytes::Bytes> {
+        use std::io::Write;
+        self.writer.write_all(chunk)?;
+        self.writer.flush()?;
+        Ok(bytes::Bytes::from(std::mem::take(self.writer.get_mut())))
+    }
+
+    /// Ends the stream, returning the rest including the final meta-block.
+    pub fn finish(self) -> bytes::Bytes {
+        bytes::Bytes::from(self.writer.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod brotli_tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn the_stream_ends_with_a_final_block() {
+        let mut enc = BrotliStream::new(6);
+        let mut out = enc.push(&b"hello ".repeat(1000)).unwrap().to_vec();
+        out.extend_from_slice(&enc.push(b"world").unwrap());
+        out.extend_from_slice(&enc.finish());
+        let mut plain = Vec::new();
+        brotli::Decompressor::new(&out[..], 4096)
+            .read_to_end(&mut plain)
+            .unwrap();
+        assert_eq!(plain.len(), 6005);
     }
 }

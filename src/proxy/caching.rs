@@ -7,7 +7,7 @@ use http::header::{ACCEPT_ENCODING, CONTENT_LOCATION, LOCATION};
 use http::{HeaderValue, Method};
 use pingora_core::modules::http::compression::ResponseCompression;
 use pingora_core::protocols::http::compression::Algorithm;
-use pingora_error::Result;
+use pingora_error::{OrErr, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
@@ -25,6 +25,7 @@ pub fn prepare_compression(runtime: &Runtime, session: &mut Session, ctx: &mut R
     };
     let req = session.req_header_mut();
     let chosen = policy.negotiate(req.headers.get(ACCEPT_ENCODING));
+    ctx.wants_br = chosen.as_bytes().starts_with(b"br");
     ctx.accept_encoding = Some(req.remove_header(&ACCEPT_ENCODING));
     if req.insert_header(ACCEPT_ENCODING, chosen).is_err() {
         return;
@@ -34,7 +35,7 @@ pub fn prepare_compression(runtime: &Runtime, session: &mut Session, ctx: &mut R
         .get_mut::<ResponseCompression>()
     {
         c.adjust_level(policy.level);
-        // See `CompressionPolicy::negotiate`: Pingora 0.9.1's brotli streams lack their end.
+        // br is encoded by `BrotliStream` (see there); the module only passes br through.
         c.adjust_algorithm_level(Algorithm::Brotli, 0);
         c.adjust_decompression(policy.decompress);
     }
@@ -124,6 +125,9 @@ pub async fn on_response(
             .is_some_and(|p| p.allows(resp, head));
         if allowed {
             lowercase_content_type(resp);
+            if ctx.wants_br && !resp.headers.contains_key(http::header::CONTENT_ENCODING) {
+                start_brotli(runtime, route, resp, ctx)?;
+            }
         } else {
             if let Some(c) = session
                 .downstream_modules_ctx
@@ -178,4 +182,51 @@ fn lowercase_content_type(resp: &mut ResponseHeader) {
     if let Some(v) = lower {
         let _ = resp.insert_header(http::header::CONTENT_TYPE, v);
     }
+}
+
+/// Switches the response to br: headers now, body in [`encode_body`].
+fn start_brotli(
+    runtime: &Runtime,
+    route: usize,
+    resp: &mut ResponseHeader,
+    ctx: &mut RequestCtx,
+) -> Result<()> {
+    let Some(policy) = runtime.route_compression[route].as_ref() else {
+        return Ok(());
+    };
+    resp.remove_header(&http::header::CONTENT_LENGTH);
+    resp.insert_header(http::header::CONTENT_ENCODING, "br")?;
+    resp.append_header(http::header::VARY, "Accept-Encoding")?;
+    // RFC 9110 8.8.3: the encoded bytes differ, so a strong validator becomes weak.
+    let weak = resp
+        .headers
+        .get(http::header::ETAG)
+        .filter(|e| !e.as_bytes().starts_with(b"W/"))
+        .and_then(|e| HeaderValue::from_bytes(&[b"W/", e.as_bytes()].concat()).ok());
+    if let Some(w) = weak {
+        resp.insert_header(http::header::ETAG, w)?;
+    }
+    ctx.brotli = Some(crate::compression::BrotliStream::new(policy.level));
+    Ok(())
+}
+
+/// Encodes the body when the response was switched to br.
+pub fn encode_body(body: &mut Option<bytes::Bytes>, end: bool, ctx: &mut RequestCtx) -> Result<()> {
+    let Some(enc) = ctx.brotli.as_mut() else {
+        return Ok(());
+    };
+    let mut out = match body.as_deref() {
+        Some(chunk) if !chunk.is_empty() => enc
+            .push(chunk)
+            .or_err(pingora_error::ErrorType::InternalError, "brotli encoding")?
+            .to_vec(),
+        _ => Vec::new(),
+    };
+    if end {
+        if let Some(enc) = ctx.brotli.take() {
+            out.extend_from_slice(&enc.finish());
+        }
+    }
+    *body = Some(bytes::Bytes::from(out));
+    Ok(())
 }

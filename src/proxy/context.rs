@@ -43,6 +43,10 @@ pub struct RequestCtx {
     pub accept_encoding: Option<Option<HeaderValue>>,
     /// Whether compression is on for this request.
     pub compressing: bool,
+    /// Whether br was negotiated (the gateway encodes br itself).
+    pub wants_br: bool,
+    /// The br encoder, once the response was switched to br.
+    pub brotli: Option<crate::compression::BrotliStream>,
     /// A revalidation's 304 header, merged into the stored response.
     pub revalidation: Option<pingora_http::ResponseHeader>,
     /// The `X-Cache-Status` sent, for logs.
@@ -107,6 +111,8 @@ impl RequestCtx {
             connect_failed: None,
             accept_encoding: None,
             compressing: false,
+            wants_br: false,
+            brotli: None,
             cache_status: None,
             revalidation: None,
             outcome_recorded: false,

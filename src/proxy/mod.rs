@@ -370,6 +370,17 @@ impl ProxyHttp for GatewayProxy {
         }
     }
 
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        caching::encode_body(body, end_of_stream, ctx)?;
+        Ok(None)
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         if let Some(i) = ctx.upstream {
             protection::finish(&self.runtime.upstreams[i], ctx, e);

@@ -1,13 +1,10 @@
 //! Response compression end to end: negotiation, the never-compress rules, headers, streaming,
-//! decompression and the cache, each checked with a real decoder (flate2, zstd).
+//! decompression and the cache, each checked for gzip, br and zstd with a real, strict decoder
+//! (flate2, brotli, zstd).
 //!
-//! br: Pingora 0.9.1's brotli encoder never writes the final (ISLAST) meta-block (its
-//! `Compressor::encode` only flushes at the end), so strict decoders reject what it produces.
-//! The gateway therefore never compresses with br (`CompressionPolicy::negotiate` never picks
-//! it and `prepare_compression` sets Pingora's brotli level to 0). These tests check that a
-//! br-accepting client gets an intact body that is not br-encoded (identity, or the next
-//! acceptable algorithm), and that a body the origin already encoded as br passes through to
-//! it unchanged.
+//! br is encoded by the gateway itself (`BrotliStream`), not by Pingora: Pingora 0.9.1's brotli
+//! encoder never writes the final (ISLAST) meta-block, so strict decoders reject its output.
+//! The br decoder here therefore insists on a complete stream.
 
 use crate::harness::{client, fetch, wait_until, Fetched, GatewayProcess, Reply, ScriptedOrigin};
 use bytes::Bytes;
@@ -15,11 +12,8 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// Every coding a client may ask for and the gateway passes through.
+/// Every coding the gateway compresses with and passes through.
 const ALGS: [&str; 3] = ["gzip", "br", "zstd"];
-
-/// The algorithms the gateway compresses with (not br: see the top of this file).
-const PRODUCED: [&str; 2] = ["gzip", "zstd"];
 
 /// Routes: `/pref/` prefers gzip then br (no zstd), `/raw/` does not decompress, `/tiny/` has
 /// `min_size: 10`, `/custom/` compresses only `application/x-custom`, `/cached/` also caches,
@@ -229,6 +223,14 @@ fn assert_compressed(r: &Fetched, alg: &str, original: &[u8], what: &str) {
         r.all("vary")
     );
     assert_length_right(r, what);
+    if alg == "br" {
+        // The gateway's own encoder streams: the length is not known up front.
+        assert_eq!(
+            r.header("content-length"),
+            None,
+            "{what}: a br response has no Content-Length"
+        );
+    }
     let decoded = decode(alg, &r.body);
     assert!(
         decoded == original,
@@ -261,39 +263,23 @@ fn assert_untouched(r: &Fetched, original: &[u8], what: &str) {
     );
 }
 
-/// A compressible response to a client that prefers br: the gateway does not produce br, so
-/// it is compressed with `fallback` (the next acceptable algorithm) or, with `None`, sent
-/// uncompressed and intact, still with `Vary: Accept-Encoding`.
-fn assert_not_br(r: &Fetched, fallback: Option<&str>, original: &[u8], what: &str) {
-    assert_ne!(
-        coding(r),
-        Some("br"),
-        "{what}: the gateway must not compress with br (headers {:?})",
-        r.headers
+/// The br decoder above is strict: a stream flushed but never finished (what Pingora 0.9.1's
+/// encoder produces) is rejected, so the br checks below cannot pass on such a stream.
+#[test]
+fn the_test_brotli_decoder_rejects_a_stream_without_its_final_block() {
+    let data = text(20_000);
+    let mut w = brotli::CompressorWriter::new(Vec::new(), 4096, 5, 22);
+    w.write_all(&data).expect("brotli encode");
+    w.flush().expect("brotli flush");
+    let unfinished = w.get_ref().clone();
+    assert!(
+        std::panic::catch_unwind(|| decode("br", &unfinished)).is_err(),
+        "an unfinished br stream must not decode"
     );
-    match fallback {
-        Some(alg) => assert_compressed(r, alg, original, what),
-        None => {
-            assert_eq!(r.status, 200, "{what}");
-            assert_untouched(r, original, what);
-            assert!(
-                varies_on_accept_encoding(r),
-                "{what}: no Vary: Accept-Encoding ({:?})",
-                r.all("vary")
-            );
-        }
-    }
-}
-
-/// A compressible response to a client accepting only `alg`: compressed with it, except br,
-/// which the gateway does not produce (the body then comes uncompressed).
-fn assert_negotiated(r: &Fetched, alg: &str, original: &[u8], what: &str) {
-    if PRODUCED.contains(&alg) {
-        assert_compressed(r, alg, original, what);
-    } else {
-        assert_eq!(alg, "br", "{what}: no expectation for {alg}");
-        assert_not_br(r, None, original, what);
-    }
+    assert!(
+        decode("br", &w.into_inner()) == data,
+        "the finished stream decodes"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -308,7 +294,7 @@ async fn each_algorithm_compresses_with_vary_length_and_weak_etag() {
         "/doc",
         typed(&body, "text/plain").header("etag", "\"doc-1\""),
     );
-    for alg in PRODUCED {
+    for alg in ALGS {
         let r = s.get("/doc", Some(alg)).await;
         assert_compressed(&r, alg, &body, alg);
         assert_eq!(
@@ -317,10 +303,6 @@ async fn each_algorithm_compresses_with_vary_length_and_weak_etag() {
             "{alg}: the ETag of a compressed response is weakened"
         );
     }
-    // br is not produced: the body comes uncompressed, with its strong ETag.
-    let r = s.get("/doc", Some("br")).await;
-    assert_not_br(&r, None, &body, "br");
-    assert_eq!(r.header("etag"), Some("\"doc-1\""), "br: strong ETag kept");
     // Without compression the strong ETag is kept.
     let r = s.get("/doc", None).await;
     assert_untouched(&r, &body, "no Accept-Encoding");
@@ -333,60 +315,78 @@ async fn negotiation_honours_q_values_identity_star_and_server_preference() {
     let body = text(8_000);
     s.origin.set("/n", typed(&body, "text/html"));
     s.origin.set("/pref/n", typed(&body, "text/html"));
-    let cases: [(&str, Option<&str>, &str); 19] = [
-        ("/n", None, "no Accept-Encoding"),
-        ("/n", Some("gzip, br, zstd"), "server prefers zstd"),
-        ("/n", Some("gzip, br"), "br is not produced: gzip"),
-        ("/n", Some("br"), "br only: uncompressed"),
-        ("/n", Some("br;q=1, gzip;q=0.5"), "br is not produced: gzip"),
-        ("/n", Some("gzip;q=1, br;q=0.5"), "higher q wins"),
+    // (path, Accept-Encoding, what, expected coding); the global order is zstd, br, gzip.
+    let cases: [(&str, Option<&str>, &str, Option<&str>); 21] = [
+        ("/n", None, "no Accept-Encoding", None),
+        (
+            "/n",
+            Some("gzip, br, zstd"),
+            "server prefers zstd",
+            Some("zstd"),
+        ),
+        (
+            "/n",
+            Some("gzip, br"),
+            "server prefers br to gzip",
+            Some("br"),
+        ),
+        ("/n", Some("br"), "br only", Some("br")),
+        (
+            "/n",
+            Some("br;q=1, gzip;q=0.5"),
+            "higher q wins",
+            Some("br"),
+        ),
+        (
+            "/n",
+            Some("gzip;q=1, br;q=0.5"),
+            "higher q wins",
+            Some("gzip"),
+        ),
         (
             "/n",
             Some("br;q=0.9, gzip;q=0.9, zstd;q=0.1"),
-            "tie broken by the server, skipping br",
+            "tie broken by the server",
+            Some("br"),
         ),
-        ("/n", Some("zstd;q=0, gzip"), "q=0 refuses"),
-        ("/n", Some("gzip;q=0, br;q=0, zstd;q=0"), "all refused"),
-        ("/n", Some("identity"), "identity only"),
-        ("/n", Some(""), "empty: identity only"),
-        ("/n", Some("deflate, compress"), "nothing offered"),
-        ("/n", Some("*"), "any: the server's first"),
-        ("/n", Some("*;q=0.5, zstd;q=0"), "any but zstd (and not br)"),
-        ("/n", Some("GZIP"), "case-insensitive"),
-        ("/n", Some("gzip ; q=0.8 , br ; q=0.9"), "whitespace"),
-        ("/pref/n", Some("zstd, br, gzip"), "route order gzip, br"),
-        ("/pref/n", Some("zstd"), "route without zstd"),
-        ("/pref/n", Some("br, zstd"), "route: br only, not produced"),
+        ("/n", Some("zstd;q=0, gzip"), "q=0 refuses", Some("gzip")),
+        ("/n", Some("br;q=0, gzip"), "q=0 refuses br", Some("gzip")),
+        (
+            "/n",
+            Some("gzip;q=0, br;q=0, zstd;q=0"),
+            "all refused",
+            None,
+        ),
+        ("/n", Some("identity"), "identity only", None),
+        ("/n", Some(""), "empty: identity only", None),
+        ("/n", Some("deflate, compress"), "nothing offered", None),
+        ("/n", Some("*"), "any: the server's first", Some("zstd")),
+        ("/n", Some("*;q=0.5, zstd;q=0"), "any but zstd", Some("br")),
+        ("/n", Some("GZIP"), "case-insensitive", Some("gzip")),
+        ("/n", Some("BR"), "case-insensitive br", Some("br")),
+        (
+            "/n",
+            Some("gzip ; q=0.8 , br ; q=0.9"),
+            "whitespace",
+            Some("br"),
+        ),
+        (
+            "/pref/n",
+            Some("zstd, br, gzip"),
+            "route order gzip, br",
+            Some("gzip"),
+        ),
+        ("/pref/n", Some("zstd"), "route without zstd", None),
+        (
+            "/pref/n",
+            Some("br, zstd"),
+            "route: br, not zstd",
+            Some("br"),
+        ),
     ];
-    let want = [
-        None,
-        Some("zstd"),
-        Some("gzip"),
-        None,
-        Some("gzip"),
-        Some("gzip"),
-        Some("gzip"),
-        Some("gzip"),
-        None,
-        None,
-        None,
-        None,
-        Some("zstd"),
-        Some("gzip"),
-        Some("gzip"),
-        Some("gzip"),
-        Some("gzip"),
-        None,
-        None,
-    ];
-    for ((path, ae, what), want) in cases.into_iter().zip(want) {
+    for (path, ae, what, want) in cases {
         let r = s.get(path, ae).await;
         let what = format!("{path} Accept-Encoding {ae:?} ({what})");
-        assert_ne!(
-            coding(&r),
-            Some("br"),
-            "{what}: the gateway never produces br"
-        );
         match want {
             Some(alg) => assert_compressed(&r, alg, &body, &what),
             None => assert_untouched(&r, &body, &what),
@@ -476,15 +476,19 @@ async fn a_body_below_min_size_is_not_compressed() {
         assert_untouched(&s.get("/small", Some(alg)).await, &small, "1023 < 1024");
         assert_untouched(&s.get("/tiny-default", Some(alg)).await, &tiny, "500");
         let r = s.get("/exact", Some(alg)).await;
-        if alg == "br" {
-            assert_not_br(&r, None, &exact, "1024 bytes (= min_size) with br");
-        } else {
-            assert_eq!(coding(&r), Some(alg), "1024 bytes (= min_size) with {alg}");
-            assert!(decode(alg, &r.body) == exact);
-        }
+        assert_eq!(coding(&r), Some(alg), "1024 bytes (= min_size) with {alg}");
+        assert!(
+            decode(alg, &r.body) == exact,
+            "1024 bytes with {alg}: decoded"
+        );
         // The route's min_size: 10 overrides the global 1024.
         let r = s.get("/tiny/t", Some(alg)).await;
-        assert_negotiated(&r, alg, &tiny, "500 bytes on a min_size 10 route");
+        assert_compressed(
+            &r,
+            alg,
+            &tiny,
+            &format!("500 bytes on a min_size 10 route, {alg}"),
+        );
     }
 }
 
@@ -520,7 +524,7 @@ async fn only_listed_content_types_are_compressed() {
             let r = s.get(&format!("/ct/{i}"), Some(alg)).await;
             let what = format!("{ct} with {alg}");
             if i < listed.len() {
-                assert_negotiated(&r, alg, &body, &what);
+                assert_compressed(&r, alg, &body, &what);
             } else {
                 assert_untouched(&r, &body, &what);
             }
@@ -534,10 +538,20 @@ async fn only_listed_content_types_are_compressed() {
         s.origin
             .set("/ct/mixed", typed(&body, "Application/JSON; charset=UTF-8"));
         let r = s.get("/ct/mixed", Some(alg)).await;
-        assert_negotiated(&r, alg, &body, "Application/JSON (mixed case)");
+        assert_compressed(
+            &r,
+            alg,
+            &body,
+            &format!("Application/JSON (mixed case), {alg}"),
+        );
         // A route's content_types replace the global list.
         let r = s.get("/custom/yes", Some(alg)).await;
-        assert_negotiated(&r, alg, &body, "route-listed application/x-custom");
+        assert_compressed(
+            &r,
+            alg,
+            &body,
+            &format!("route-listed application/x-custom, {alg}"),
+        );
         let r = s.get("/custom/no", Some(alg)).await;
         assert_untouched(&r, &body, "text/html, not in the route's list");
     }
@@ -616,7 +630,7 @@ async fn a_large_chunked_body_is_compressed_as_a_stream() {
     const CHUNKS: usize = 128;
     let all = text(CHUNK * CHUNKS);
     let chunks: Vec<Bytes> = all.chunks(CHUNK).map(Bytes::copy_from_slice).collect();
-    for alg in PRODUCED {
+    for alg in ALGS {
         let path = format!("/stream-{alg}");
         let (reply, gate) = typed(b"", "text/plain")
             .chunks(chunks.clone(), Duration::ZERO)
@@ -665,13 +679,6 @@ async fn a_large_chunked_body_is_compressed_as_a_stream() {
             all.len()
         );
     }
-    // br is not produced: a br client gets the chunked body uncompressed and intact.
-    s.origin.set(
-        "/stream-br",
-        typed(b"", "text/plain").chunks(chunks, Duration::ZERO),
-    );
-    let r = s.get("/stream-br", Some("br")).await;
-    assert_not_br(&r, None, &all, "chunked body, br client");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -691,18 +698,28 @@ async fn gzip_from_the_origin_is_decompressed_for_clients_without_gzip() {
         "/raw/gz",
         typed(&gz, "text/plain").header("content-encoding", "gzip"),
     );
-    for ae in [None, Some("identity"), Some("gzip;q=0")] {
+    // A client without gzip gets a body it can read: decompressed (Pingora does not transcode,
+    // so a br or zstd client gets it uncompressed, not re-encoded).
+    for ae in [
+        None,
+        Some("identity"),
+        Some("gzip;q=0"),
+        Some("br"),
+        Some("zstd"),
+        Some("br, zstd, gzip;q=0"),
+    ] {
         let r = s.get("/gz", ae).await;
         let what = format!("Accept-Encoding {ae:?}");
+        assert_eq!(r.status, 200, "{what}");
         assert_untouched(&r, &body, &what);
         assert!(varies_on_accept_encoding(&r), "{what}: Vary");
     }
-    // A client that takes br but not gzip gets a body it can read: decompressed, and not
-    // re-compressed with br (the gateway does not produce br).
-    let r = s.get("/gz", Some("br")).await;
-    assert_not_br(&r, None, &body, "br client");
+    // A gzip client gets the origin's gzip bytes.
+    let r = s.get("/gz", Some("gzip")).await;
+    assert_eq!(coding(&r), Some("gzip"), "gzip client");
+    assert!(r.body == gz, "gzip client: the origin's gzip bytes");
     // decompress: false: passed on as gzip.
-    for ae in [None, Some("br")] {
+    for ae in [None, Some("br"), Some("zstd")] {
         let r = s.get("/raw/gz", ae).await;
         assert_eq!(coding(&r), Some("gzip"), "decompress: false, {ae:?}");
         assert!(r.body == gz, "decompress: false: the origin's gzip bytes");
@@ -746,10 +763,6 @@ async fn the_cache_stores_one_copy_and_serves_every_encoding() {
                 "{what}: X-Cache-Status"
             );
             match ae {
-                Some("br") => {
-                    assert_not_br(&r, None, &body, &what);
-                    assert_eq!(r.header("etag"), Some("\"c-1\""), "{what}");
-                }
                 Some(alg) => {
                     assert_compressed(&r, alg, &body, &what);
                     assert_eq!(r.header("etag"), Some("W/\"c-1\""), "{what}");
