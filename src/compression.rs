@@ -215,6 +215,8 @@ mod tests {
 /// encodes br itself and keeps Pingora's module for gzip and zstd.
 pub struct BrotliStream {
     writer: brotli::CompressorWriter<Vec<u8>>,
+    bytes_in: u64,
+    bytes_out: u64,
 }
 
 impl BrotliStream {
@@ -222,6 +224,8 @@ impl BrotliStream {
     pub fn new(level: u32) -> Self {
         BrotliStream {
             writer: brotli::CompressorWriter::new(Vec::new(), 16 * 1024, level, 22),
+            bytes_in: 0,
+            bytes_out: 0,
         }
     }
 
@@ -230,12 +234,18 @@ impl BrotliStream {
         use std::io::Write;
         self.writer.write_all(chunk)?;
         self.writer.flush()?;
-        Ok(bytes::Bytes::from(std::mem::take(self.writer.get_mut())))
+        let out = std::mem::take(self.writer.get_mut());
+        self.bytes_in += chunk.len() as u64;
+        self.bytes_out += out.len() as u64;
+        Ok(bytes::Bytes::from(out))
     }
 
-    /// Ends the stream, returning the rest including the final meta-block.
-    pub fn finish(self) -> bytes::Bytes {
-        bytes::Bytes::from(self.writer.into_inner())
+    /// Ends the stream: the rest of the output (with the final meta-block) and the totals of
+    /// bytes in and out.
+    pub fn finish(self) -> (bytes::Bytes, u64, u64) {
+        let rest = self.writer.into_inner();
+        let out = self.bytes_out + rest.len() as u64;
+        (bytes::Bytes::from(rest), self.bytes_in, out)
     }
 }
 
@@ -249,7 +259,10 @@ mod brotli_tests {
         let mut enc = BrotliStream::new(6);
         let mut out = enc.push(&b"hello ".repeat(1000)).unwrap().to_vec();
         out.extend_from_slice(&enc.push(b"world").unwrap());
-        out.extend_from_slice(&enc.finish());
+        let (rest, bytes_in, bytes_out) = enc.finish();
+        out.extend_from_slice(&rest);
+        assert_eq!(bytes_in, 6005);
+        assert_eq!(bytes_out, out.len() as u64);
         let mut plain = Vec::new();
         brotli::Decompressor::new(&out[..], 4096)
             .read_to_end(&mut plain)

@@ -224,7 +224,9 @@ pub fn encode_body(body: &mut Option<bytes::Bytes>, end: bool, ctx: &mut Request
     };
     if end {
         if let Some(enc) = ctx.brotli.take() {
-            out.extend_from_slice(&enc.finish());
+            let (rest, bytes_in, bytes_out) = enc.finish();
+            out.extend_from_slice(&rest);
+            ctx.br_bytes = Some((bytes_in, bytes_out));
         }
     }
     *body = Some(bytes::Bytes::from(out));

@@ -47,6 +47,8 @@ pub struct RequestCtx {
     pub wants_br: bool,
     /// The br encoder, once the response was switched to br.
     pub brotli: Option<crate::compression::BrotliStream>,
+    /// Bytes into and out of the br encoder, once it finished (for metrics).
+    pub br_bytes: Option<(u64, u64)>,
     /// A revalidation's 304 header, merged into the stored response.
     pub revalidation: Option<pingora_http::ResponseHeader>,
     /// The `X-Cache-Status` sent, for logs.
@@ -113,6 +115,7 @@ impl RequestCtx {
             compressing: false,
             wants_br: false,
             brotli: None,
+            br_bytes: None,
             cache_status: None,
             revalidation: None,
             outcome_recorded: false,

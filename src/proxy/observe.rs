@@ -41,6 +41,10 @@ pub fn finish(runtime: &Runtime, session: &Session, e: Option<&Error>, ctx: &Req
         if let Some((algorithm, bytes_in, bytes_out, _)) = info {
             m.record_compression(algorithm, bytes_in as u64, bytes_out as u64);
         }
+        // br is encoded by the gateway itself, outside Pingora's module.
+        if let Some((bytes_in, bytes_out)) = ctx.br_bytes {
+            m.record_compression("br", bytes_in, bytes_out);
+        }
     }
     if let Some(log) = &runtime.access_log {
         log.log(&entry(
