@@ -88,16 +88,20 @@ done
 # POST with a 4 KiB body: the harness has no POST scenario, so hey runs it directly, gateway
 # and NGINX alternately (run.sh has stopped its peers, so start the origin and NGINX again).
 if command -v hey >/dev/null && command -v nginx >/dev/null; then
-  mkdir -p "$WORK/ngx"
-  nginx -c "$BENCH/conf/upstream.nginx.conf" -p "$WORK/ngx" -g "pid $WORK/ngx/up.pid; error_log $WORK/ngx/up.err;" 2>/dev/null || true
-  nginx -c "$BENCH/conf/proxy.nginx.conf" -p "$WORK/ngx" -g "pid $WORK/ngx/px.pid; error_log $WORK/ngx/px.err;" 2>/dev/null || true
+  # The harness's configs name their own pid files under /tmp/bench-run.
+  mkdir -p /tmp/bench-run "$WORK/ngx"
+  nginx -c "$BENCH/conf/upstream.nginx.conf" -p "$WORK/ngx" -e "$WORK/ngx/up.err"
+  nginx -c "$BENCH/conf/proxy.nginx.conf" -p "$WORK/ngx" -e "$WORK/ngx/px.err"
   head -c 4096 /dev/zero | tr '\0' 'x' > "$WORK/body"
   for round in 1 2 3; do
     for t in gw=http://127.0.0.1:18101 nginx=http://127.0.0.1:19001; do
       printf 'POST round %s %-6s ' "$round" "${t%%=*}"
+      # Requests/sec plus the status-code distribution, so errors cannot pass for throughput.
       hey -z 5s -c 50 -m POST -D "$WORK/body" -T application/octet-stream "${t#*=}/api/test" \
-        | awk '/Requests\/sec/ {printf "req/s %s ", $2} /\[2..\]/ {printf "%s ", $0} END {print ""}'
+        | awk '/Requests\/sec/ {printf "req/s %s ", $2} /^  \[[0-9]+\]/ {printf "%s %s ", $1, $2} END {print ""}'
     done
   done
-  for f in "$WORK"/ngx/*.pid; do kill "$(cat "$f")" 2>/dev/null || true; done
+  for f in /tmp/bench-run/upstream.pid /tmp/bench-run/nginx.pid; do
+    [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
+  done
 fi
