@@ -11,6 +11,16 @@ use http::HeaderValue;
 use pingora_core::protocols::http::compression::Algorithm;
 use pingora_http::ResponseHeader;
 
+/// The algorithm and its content-coding token for a configured name (`gzip`, `br`, `zstd`).
+pub fn parse_algorithm(name: &str) -> Option<(Algorithm, &'static str)> {
+    match name {
+        "gzip" => Some((Algorithm::Gzip, "gzip")),
+        "br" => Some((Algorithm::Brotli, "br")),
+        "zstd" => Some((Algorithm::Zstd, "zstd")),
+        _ => None,
+    }
+}
+
 /// A route's compiled compression settings.
 #[derive(Debug, Clone)]
 pub struct CompressionPolicy {
@@ -42,14 +52,13 @@ impl CompressionPolicy {
         let algorithms = algorithms
             .iter()
             .enumerate()
-            .map(|(i, a)| match a.as_str() {
-                "gzip" => Ok((Algorithm::Gzip, "gzip")),
-                "br" => Ok((Algorithm::Brotli, "br")),
-                "zstd" => Ok((Algorithm::Zstd, "zstd")),
-                other => Err(ConfigError::at(
-                    &path.key("algorithms").index(i),
-                    format!("unknown algorithm {other:?}: expected gzip, br or zstd"),
-                )),
+            .map(|(i, a)| {
+                parse_algorithm(a).ok_or_else(|| {
+                    ConfigError::at(
+                        &path.key("algorithms").index(i),
+                        format!("unknown algorithm {a:?}: expected gzip, br or zstd"),
+                    )
+                })
             })
             .collect::<Result<_, _>>()?;
         let level = route.level.or(global.level).unwrap_or(6);

@@ -60,7 +60,7 @@ fn compression(c: &CompressionConfig, p: &KeyPath) -> Result<(), ConfigError> {
         }
     }
     for (i, a) in c.algorithms.iter().flatten().enumerate() {
-        if !matches!(a.as_str(), "gzip" | "br" | "zstd") {
+        if crate::compression::parse_algorithm(a).is_none() {
             return err(
                 &p.key("algorithms").index(i),
                 format!("unknown algorithm {a:?}: expected gzip, br or zstd"),
@@ -80,15 +80,15 @@ fn rate_limit(rl: &RateLimitConfig, p: &KeyPath) -> Result<(), ConfigError> {
     if rl.slots == 0 || rl.slots > 1 << 24 {
         return err(&p.key("slots"), "must be in 1..=16777216");
     }
-    match rl.key.as_str() {
-        "client_ip" | "route" => Ok(()),
-        k => match k.strip_prefix("header:") {
-            Some(name) if http::HeaderName::from_bytes(name.as_bytes()).is_ok() => Ok(()),
-            _ => err(
-                &p.key("key"),
-                format!("invalid key {k:?}: expected client_ip, header:NAME or route"),
+    match crate::policy::LimitKey::parse(&rl.key) {
+        Some(_) => Ok(()),
+        None => err(
+            &p.key("key"),
+            format!(
+                "invalid key {:?}: expected client_ip, header:NAME or route",
+                rl.key
             ),
-        },
+        ),
     }
 }
 
@@ -281,15 +281,12 @@ fn statuses(p: &KeyPath, list: &[u16]) -> Result<(), ConfigError> {
 
 /// Validates a `hash_key` (`client_ip`, `path` or `header:NAME`).
 pub fn hash_key(p: &KeyPath, key: &str) -> Result<(), ConfigError> {
-    match key {
-        "client_ip" | "path" => Ok(()),
-        k => match k.strip_prefix("header:") {
-            Some(name) if http::HeaderName::from_bytes(name.as_bytes()).is_ok() => Ok(()),
-            _ => err(
-                p,
-                format!("invalid key {k:?}: expected client_ip, path or header:NAME"),
-            ),
-        },
+    match crate::upstream::HashKey::parse(key) {
+        Some(_) => Ok(()),
+        None => err(
+            p,
+            format!("invalid key {key:?}: expected client_ip, path or header:NAME"),
+        ),
     }
 }
 

@@ -22,6 +22,20 @@ pub enum LimitKey {
     Route,
 }
 
+impl LimitKey {
+    /// Parses `client_ip`, `header:NAME` or `route`.
+    pub fn parse(s: &str) -> Option<LimitKey> {
+        match s {
+            "client_ip" => Some(LimitKey::ClientIp),
+            "route" => Some(LimitKey::Route),
+            other => other
+                .strip_prefix("header:")
+                .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+                .map(LimitKey::Header),
+        }
+    }
+}
+
 /// A compiled `rate_limit:` for one route.
 pub struct RoutePolicy {
     /// The bucket table.
@@ -41,22 +55,15 @@ pub struct RoutePolicy {
 impl RoutePolicy {
     /// Compiles a validated `rate_limit:` section.
     pub fn build(cfg: &RateLimitConfig, path: &KeyPath) -> Result<RoutePolicy, ConfigError> {
-        let key = match cfg.key.as_str() {
-            "client_ip" => LimitKey::ClientIp,
-            "route" => LimitKey::Route,
-            other => match other
-                .strip_prefix("header:")
-                .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok())
-            {
-                Some(h) => LimitKey::Header(h),
-                None => {
-                    return Err(ConfigError::at(
-                        &path.key("key"),
-                        format!("invalid key {other:?}: expected client_ip, header:NAME or route"),
-                    ))
-                }
-            },
-        };
+        let key = LimitKey::parse(&cfg.key).ok_or_else(|| {
+            ConfigError::at(
+                &path.key("key"),
+                format!(
+                    "invalid key {:?}: expected client_ip, header:NAME or route",
+                    cfg.key
+                ),
+            )
+        })?;
         let limit = cfg.requests_per_second.ceil() as u64;
         let render = |s: String| {
             http::HeaderValue::from_str(&s)
