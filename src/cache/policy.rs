@@ -31,6 +31,22 @@ fn expires_from_date(
     Some(now + expires.duration_since(date).unwrap_or(Duration::ZERO))
 }
 
+/// RFC 9110 7.6.1: headers named in `Connection` belong to that one hop and are not stored.
+fn strip_connection_nominated(header: &mut ResponseHeader) {
+    let named: Vec<String> = header
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty() && n != "close" && n != "keep-alive")
+        .collect();
+    for name in &named {
+        header.remove_header(name.as_str());
+    }
+}
+
 /// Statuses a shared cache may store; others pass through.
 fn storable_status(status: u16) -> bool {
     matches!(
@@ -105,6 +121,7 @@ pub fn cacheability(
     if let Some(c) = &cc {
         c.strip_private_headers(&mut header);
     }
+    strip_connection_nominated(&mut header);
     // Created `age` ago, so the Age sent on hits includes the time spent upstream of us.
     let created = now.checked_sub(age).unwrap_or(now);
     RespCacheable::Cacheable(CacheMeta::new(fresh_until, created, swr, sie, header))
