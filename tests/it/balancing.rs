@@ -6,25 +6,11 @@ use std::time::Duration;
 
 /// A gateway with one upstream `pool` over `servers` (address, weight) and a catch-all route.
 fn gateway(balancing: &str, servers: &[(&TestUpstream, usize)]) -> GatewayProcess {
-    let servers: String = servers
+    let servers: Vec<String> = servers
         .iter()
-        .map(|(u, w)| format!("      - {{ address: \"{}\", weight: {w} }}\n", u.addr))
+        .map(|(u, w)| format!("address: \"{}\", weight: {w}", u.addr))
         .collect();
-    GatewayProcess::start(&format!(
-        r#"
-listeners:
-  - address: "{{listen}}"
-upstreams:
-  pool:
-{balancing}
-    servers:
-{servers}
-routes:
-  - name: all
-    match: {{ path_prefix: / }}
-    upstream: pool
-"#
-    ))
+    GatewayProcess::start_with_pool(&servers, balancing)
 }
 
 /// Sends `GET path` with optional headers; returns the `x-upstream` that answered.

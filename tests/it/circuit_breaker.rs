@@ -10,21 +10,10 @@ use std::time::{Duration, Instant};
 /// A gateway with upstream `pool` over `server` guarded by `circuit_breaker: {breaker}` and a
 /// catch-all route. Passive ejection is off: with one backend it would hide the breaker.
 fn gateway(server: &str, breaker: &str) -> GatewayProcess {
-    GatewayProcess::start(&format!(
-        r#"
-listeners:
-  - address: "{{listen}}"
-upstreams:
-  pool:
-    servers: [{{ address: "{server}" }}]
-    passive_health: {{ enabled: false }}
-    circuit_breaker: {{ {breaker} }}
-routes:
-  - name: all
-    match: {{ path_prefix: / }}
-    upstream: pool
-"#
-    ))
+    GatewayProcess::start_with_pool(
+        &[format!("address: \"{server}\"")],
+        &format!("    passive_health: {{ enabled: false }}\n    circuit_breaker: {{ {breaker} }}"),
+    )
 }
 
 /// The breaker's `(state, transitions)` of upstream `name` in admin `/status`.

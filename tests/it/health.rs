@@ -7,25 +7,11 @@ use std::time::{Duration, Instant};
 /// A gateway with one upstream `pool` over `servers` (plus `extra` upstream keys) and a
 /// catch-all route.
 fn gateway(servers: &[SocketAddr], extra: &str) -> GatewayProcess {
-    let servers: String = servers
+    let servers: Vec<String> = servers
         .iter()
-        .map(|a| format!("      - {{ address: \"{a}\" }}\n"))
+        .map(|a| format!("address: \"{a}\""))
         .collect();
-    GatewayProcess::start(&format!(
-        r#"
-listeners:
-  - address: "{{listen}}"
-upstreams:
-  pool:
-{extra}
-    servers:
-{servers}
-routes:
-  - name: all
-    match: {{ path_prefix: / }}
-    upstream: pool
-"#
-    ))
+    GatewayProcess::start_with_pool(&servers, extra)
 }
 
 const HTTP_CHECK: &str = "    health_check:

@@ -10,26 +10,14 @@ use std::time::{Duration, Instant};
 
 /// A gateway with one round-robin upstream `pool` over `servers` and a catch-all route.
 fn gateway(servers: &[SocketAddr], extra: &str) -> GatewayProcess {
-    let servers: String = servers
+    let servers: Vec<String> = servers
         .iter()
-        .map(|a| format!("      - {{ address: \"{a}\" }}\n"))
+        .map(|a| format!("address: \"{a}\""))
         .collect();
-    GatewayProcess::start(&format!(
-        r#"
-listeners:
-  - address: "{{listen}}"
-upstreams:
-  pool:
-    load_balancing: round_robin
-{extra}
-    servers:
-{servers}
-routes:
-  - name: all
-    match: {{ path_prefix: / }}
-    upstream: pool
-"#
-    ))
+    GatewayProcess::start_with_pool(
+        &servers,
+        &format!("    load_balancing: round_robin\n{extra}"),
+    )
 }
 
 /// `ejected` of each backend of `pool` in admin `/status`, in config order.

@@ -123,6 +123,20 @@ impl GatewayProcess {
         )
     }
 
+    /// Starts the gateway with one upstream `pool` over `servers` (each the body of a flow
+    /// mapping, e.g. `address: "127.0.0.1:3000", weight: 2`), extra upstream `keys` (YAML lines
+    /// indented four spaces) and a catch-all route `all` to it.
+    pub fn start_with_pool(servers: &[String], keys: &str) -> GatewayProcess {
+        let servers: String = servers
+            .iter()
+            .map(|s| format!("      - {{ {s} }}\n"))
+            .collect();
+        Self::start(&format!(
+            "listeners:\n  - address: \"{{listen}}\"\nupstreams:\n  pool:\n{keys}\n    servers:\n{servers}\
+             routes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: pool\n"
+        ))
+    }
+
     fn spawn(
         config: PathBuf,
         dir: Arc<TestDir>,
