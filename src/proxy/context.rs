@@ -22,8 +22,6 @@ pub struct RequestCtx {
     pub tried: Vec<usize>,
     /// The request id, forwarded upstream and returned downstream.
     pub request_id: Option<HeaderValue>,
-    /// Original Host, for `X-Forwarded-Host`.
-    pub host: Option<HeaderValue>,
     /// Holds the backend's in-flight count up while the request uses it.
     pub inflight: Option<InflightGuard>,
     /// The client IP (the peer, or from `X-Forwarded-For` behind trusted proxies).
@@ -103,7 +101,6 @@ impl RequestCtx {
             backend: None,
             tried: Vec::new(),
             request_id: None,
-            host: None,
             inflight: None,
             client_ip: None,
             rate: None,

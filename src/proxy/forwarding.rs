@@ -53,11 +53,13 @@ pub fn upstream_headers(
     preserve_host: bool,
     backend_host: &str,
 ) -> Result<()> {
+    // The client's host, from the downstream request (HTTP/2 carries it in the authority).
+    let client_host = request_host(session.req_header());
     if !preserve_host {
         req.insert_header(HOST, backend_host)?;
     } else if !req.headers.contains_key(HOST) {
-        if let Some(h) = &ctx.host {
-            req.insert_header(HOST, h.clone())?;
+        if let Some(h) = client_host {
+            req.insert_header(HOST, h)?;
         }
     }
     if let Some(ip) = session
@@ -86,8 +88,8 @@ pub fn upstream_headers(
         X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(if tls { "https" } else { "http" }),
     )?;
-    if let Some(h) = &ctx.host {
-        req.insert_header(X_FORWARDED_HOST.clone(), h.clone())?;
+    if let Some(h) = client_host {
+        req.insert_header(X_FORWARDED_HOST.clone(), h)?;
     }
     if let Some(id) = &ctx.request_id {
         req.insert_header(X_REQUEST_ID.clone(), id.clone())?;

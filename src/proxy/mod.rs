@@ -69,7 +69,6 @@ impl ProxyHttp for GatewayProxy {
         }
         let req = session.req_header();
         ctx.request_id = Some(request_id::resolve(req.headers.get(&X_REQUEST_ID)));
-        ctx.host = forwarding::request_host(req).and_then(|h| h.parse().ok());
         // Routing happens here, before Pingora's compression module reads the request, because
         // the route decides whether (and how) to compress.
         ctx.route = self
