@@ -11,8 +11,6 @@ use pingora_error::{OrErr, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
-static X_CACHE_STATUS: http::HeaderName = http::HeaderName::from_static("x-cache-status");
-
 /// Before Pingora's compression module reads the request: show it only the negotiated
 /// coding and turn it on at the route's level. The original header is restored by
 /// [`restore_accept_encoding`] so the cache and the upstream see what the client sent.
@@ -58,7 +56,7 @@ pub fn restore_accept_encoding(session: &mut Session, ctx: &mut RequestCtx) {
 /// response, RFC 9111 section 4.3.4 wants them all.
 pub fn note_revalidation(session: &Session, resp: &ResponseHeader, ctx: &mut RequestCtx) {
     if resp.status.as_u16() == 304 && session.cache.enabled() {
-        ctx.revalidation = Some(resp.clone());
+        ctx.revalidation = Some(Box::new(resp.clone()));
     }
 }
 
@@ -115,7 +113,7 @@ pub async fn on_response(
             "BYPASS"
         };
         ctx.cache_status = Some(label);
-        resp.insert_header(X_CACHE_STATUS.clone(), HeaderValue::from_static(label))?;
+        resp.insert_header("X-Cache-Status", HeaderValue::from_static(label))?;
         invalidate_after_unsafe(runtime, session, resp).await;
     }
     if ctx.compressing {
@@ -206,7 +204,9 @@ fn start_brotli(
     if let Some(w) = weak {
         resp.insert_header(http::header::ETAG, w)?;
     }
-    ctx.brotli = Some(crate::compression::BrotliStream::new(policy.level));
+    ctx.brotli = Some(Box::new(crate::compression::BrotliStream::new(
+        policy.level,
+    )));
     Ok(())
 }
 

@@ -11,7 +11,7 @@ mod request_id;
 mod respond;
 
 pub use context::{Rejection, RequestCtx};
-pub use forwarding::X_REQUEST_ID;
+pub use forwarding::{X_REQUEST_ID, X_REQUEST_ID_NAME};
 
 use crate::routing::Action;
 use crate::runtime::Runtime;
@@ -87,8 +87,11 @@ impl ProxyHttp for GatewayProxy {
     }
 
     fn init_downstream_modules(&self, modules: &mut HttpModules) {
-        // Present but off; `caching::prepare_compression` turns it on per route.
-        modules.add_module(ResponseCompressionBuilder::enable(0));
+        // Present but off; `caching::prepare_compression` turns it on per route. Left out
+        // when no route compresses: the module costs an allocation and a call per phase.
+        if self.runtime.route_compression.iter().any(Option::is_some) {
+            modules.add_module(ResponseCompressionBuilder::enable(0));
+        }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -295,9 +298,10 @@ impl ProxyHttp for GatewayProxy {
         if let Some(prefix) = strip_prefix {
             forwarding::strip_prefix(upstream_request, prefix)?;
         }
+        static NO_HOST: http::HeaderValue = http::HeaderValue::from_static("");
         let backend_host = match (self.upstream(ctx), ctx.backend) {
             (Some(up), Some(slot)) => up.host_header(slot),
-            _ => "",
+            _ => &NO_HOST,
         };
         forwarding::upstream_headers(session, upstream_request, ctx, *preserve_host, backend_host)
     }
@@ -331,7 +335,7 @@ impl ProxyHttp for GatewayProxy {
         protection::rate_headers(ctx, upstream_response)?;
         caching::on_response(&self.runtime, session, upstream_response, ctx).await?;
         if let Some(id) = &ctx.request_id {
-            upstream_response.insert_header(X_REQUEST_ID.clone(), id.clone())?;
+            upstream_response.insert_header(X_REQUEST_ID_NAME, id.clone())?;
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! Responses the gateway writes itself: fixed `respond:` routes and error pages.
 
 use super::context::RequestCtx;
-use super::forwarding::X_REQUEST_ID;
+use super::forwarding::X_REQUEST_ID_NAME;
 use crate::routing::FixedResponse;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -19,7 +19,7 @@ pub async fn fixed(session: &mut Session, ctx: &RequestCtx, resp: &FixedResponse
     }
     h.insert_header(CONTENT_LENGTH, resp.body.len())?;
     if let Some(id) = &ctx.request_id {
-        h.insert_header(X_REQUEST_ID.clone(), id.clone())?;
+        h.insert_header(X_REQUEST_ID_NAME, id.clone())?;
     }
     let head_only = session.req_header().method == http::Method::HEAD;
     session
@@ -68,7 +68,7 @@ pub async fn error_with(
     )?;
     h.insert_header(CONTENT_LENGTH, body.len())?;
     if let Some(id) = &ctx.request_id {
-        h.insert_header(X_REQUEST_ID.clone(), id.clone())?;
+        h.insert_header(X_REQUEST_ID_NAME, id.clone())?;
     }
     if close {
         session.set_keepalive(None);

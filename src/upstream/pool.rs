@@ -5,6 +5,7 @@ use super::health;
 use super::selection::{HashKey, Selector, SlotIndex};
 use crate::config::{ConfigError, KeyPath, LoadBalancing, UpstreamConfig};
 use crate::policy::now_us;
+use http::HeaderValue;
 use pingora_core::protocols::ALPN;
 use pingora_core::services::background::{background_service, GenBackgroundService};
 use pingora_core::upstreams::peer::HttpPeer;
@@ -30,7 +31,7 @@ pub struct BackendSlot {
     /// Passive ejection deadline (microseconds on the policy clock); 0 when not ejected.
     ejected_until: AtomicU64,
     /// Host header sent when a route does not preserve the client's.
-    host: String,
+    host: HeaderValue,
     backend: Backend,
     peer: HttpPeer,
 }
@@ -49,6 +50,12 @@ pub struct Upstream {
     pub backends: Vec<BackendSlot>,
     /// The upstream's circuit breaker, when configured.
     pub breaker: Option<CircuitBreaker>,
+    /// Keep upstream connections per worker thread (set when `server.work_stealing` is off).
+    ///
+    /// Pingora's no-steal runtime gives each worker its own reactor, so a pooled connection
+    /// reused by another worker has every readiness event delivered to the worker that opened
+    /// it, which then has to wake the user (an eventfd write and a context switch per event).
+    pub per_worker_pools: bool,
     passive: Option<PassiveHealth>,
     selector: Selector,
 }
@@ -101,10 +108,8 @@ impl Upstream {
                 failures: AtomicU32::new(0),
                 ejected_until: AtomicU64::new(0),
                 peer: peer(cfg, addr, idle_timeout),
-                host: cfg
-                    .tls
-                    .as_ref()
-                    .map_or_else(|| server.address.clone(), |t| t.sni.clone()),
+                host: host_value(cfg, &server.address)
+                    .map_err(|e| ConfigError::at(&sp.key("address"), e))?,
                 backend,
             });
         }
@@ -168,6 +173,7 @@ impl Upstream {
             hash_key,
             health_checked: interval.is_some(),
             backends,
+            per_worker_pools: false,
             selector,
         };
         Ok((upstream, service))
@@ -175,6 +181,10 @@ impl Upstream {
 
     /// Picks a ready backend not yet tried by this request; `key` matters only for hashing.
     pub fn select(&self, key: &[u8], tried: &[usize]) -> Option<usize> {
+        if self.backends.len() == 1 {
+            // Nothing to choose between (an ejected lone backend still serves, see below).
+            return (!tried.contains(&0) && self.is_healthy(0)).then_some(0);
+        }
         let now = now_us();
         let load = |i: usize| self.backends[i].inflight.load(Ordering::Relaxed);
         self.selector
@@ -207,7 +217,12 @@ impl Upstream {
 
     /// A fresh peer for backend `slot`, with the pool's timeouts and TLS settings.
     pub fn peer(&self, slot: usize) -> Box<HttpPeer> {
-        Box::new(self.backends[slot].peer.clone())
+        let mut peer = Box::new(self.backends[slot].peer.clone());
+        if self.per_worker_pools {
+            // Part of the pool key, so a connection is only reused by the worker that opened it.
+            peer.group_key = worker_id();
+        }
+        peer
     }
 
     /// Whether backend `slot` is passively ejected at `now` (policy-clock microseconds).
@@ -250,7 +265,7 @@ impl Upstream {
     }
 
     /// The Host header to send to backend `slot` when the client's is not preserved.
-    pub fn host_header(&self, slot: usize) -> &str {
+    pub fn host_header(&self, slot: usize) -> &HeaderValue {
         &self.backends[slot].host
     }
 
@@ -310,4 +325,19 @@ fn peer(cfg: &UpstreamConfig, addr: SocketAddr, idle_timeout: Option<Duration>) 
         }
     }
     peer
+}
+
+/// The Host header for a backend whose client Host is not preserved: its TLS name, else its
+/// address. Built once so each request only clones it.
+fn host_value(cfg: &UpstreamConfig, address: &str) -> Result<HeaderValue, String> {
+    let host = cfg.tls.as_ref().map_or(address, |t| t.sni.as_str());
+    HeaderValue::from_str(host).map_err(|_| format!("{host:?} is not a valid Host header"))
+}
+
+/// A small id for the current worker thread, stable for its lifetime.
+fn worker_id() -> u64 {
+    use std::sync::atomic::AtomicU64;
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local!(static ID: u64 = NEXT.fetch_add(1, Ordering::Relaxed));
+    ID.with(|id| *id)
 }
