@@ -61,7 +61,8 @@ impl Runtime {
         let mut index = HashMap::with_capacity(config.upstreams.len());
         let mut services = Vec::new();
         for (name, cfg) in &config.upstreams {
-            let (up, svc) = Upstream::build(name, cfg, idle_timeout_override)?;
+            let (mut up, svc) = Upstream::build(name, cfg, idle_timeout_override)?;
+            up.per_worker_pools = !config.server.work_stealing;
             index.insert(name.as_str(), upstreams.len());
             upstreams.push(Arc::new(up));
             services.extend(svc);
