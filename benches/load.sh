@@ -3,15 +3,19 @@
 #
 #   benches/load.sh [--rounds 5] [--duration 10s] [--tool wrk|hey] [--scenario all|simple|cache|compression]
 #
-# Builds the release binary and the bare Pingora reference (examples/bare_proxy.rs), starts one
+# Builds the release binary and the bare Pingora reference (examples/bare_proxy.rs, built
+# unpatched through benches/bare-proxy/Cargo.toml), starts one
 # gateway per feature set on its own port, all against the harness's origin (127.0.0.1:19000),
 # then runs ../shared/bench/run.sh with every target so the rounds interleave:
-#   gw        simple proxy (routing, no rate limit, no cache)          :18101
-#   gw-rl     + rate limit far above the offered load                  :18102
-#   gw-cache  + cache (hits)                                           :18103
-#   gw-gzip   + gzip level 1, like the NGINX peer                      :18104
-#   gw-full   rate limit + breaker + cache + compression + access log  :18105
-#   bare      examples/bare_proxy.rs, Pingora defaults                 :18106
+#   gw        AVX defaults: one route, no rate limit, no cache              :18101
+#   gw-floor  + rate limit far above the offered load + circuit breaker    :18102
+#   gw-log    gw-floor + JSON access log to a file                         :18107
+#   gw-cache  + cache (hits)                                               :18103
+#   gw-gzip   + gzip level 1, like the NGINX peer                          :18104
+#   gw-full   rate limit + breaker + cache + compression + access log      :18105
+#   bare      examples/bare_proxy.rs, Pingora defaults                     :18106
+# Metrics are always on. gw-floor and gw-log are issue 6's floor targets (<= 1.15x and
+# <= 1.3x the bare proxy's CPU per request).
 # A POST-with-body run (hey -m POST) against gw and nginx follows; results land in
 # $BENCH_RESULTS (default /tmp/avx-bench-results). Loopback only; every process it starts is
 # stopped on exit.
@@ -28,7 +32,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build --release --locked --bin avx-gateway --example bare_proxy
+cargo build --release --locked --bin avx-gateway
+# The reference is built against Pingora exactly as published (benches/bare-proxy/Cargo.toml).
+cargo build --release --locked --manifest-path benches/bare-proxy/Cargo.toml
+BARE=$ROOT/benches/bare-proxy/target/release/bare_proxy
 
 config() { # name port extra-route-keys [extra-top-level]
   cat > "$WORK/$1.yaml" <<YAML
@@ -52,24 +59,28 @@ $3
 YAML
 }
 
+RL="    rate_limit: { requests_per_second: 1000000, burst: 100000, key: client_ip }"
+CB="    circuit_breaker: { failure_threshold: 50 }"
 config gw 18101 "" ""
-config gw-rl 18102 "    rate_limit: { requests_per_second: 1000000, burst: 100000, key: client_ip }" ""
+config gw-floor 18102 "$RL" "$CB"
+config gw-log 18107 "$RL" "$CB
+access_log: { enabled: true, path: $WORK/access-floor.log, format: json }"
 config gw-cache 18103 "    cache: { enabled: true }" ""
 config gw-gzip 18104 "    compression: { enabled: true, level: 1, algorithms: [gzip] }" ""
-config gw-full 18105 "    rate_limit: { requests_per_second: 1000000, burst: 100000 }
+config gw-full 18105 "$RL
     cache: { enabled: true }
-    compression: { enabled: true, level: 1, algorithms: [gzip] }" "    circuit_breaker: { failure_threshold: 50 }
+    compression: { enabled: true, level: 1, algorithms: [gzip] }" "$CB
 access_log: { enabled: true, path: $WORK/access.log, format: json }"
 
-for name in gw gw-rl gw-cache gw-gzip gw-full; do
+for name in gw gw-floor gw-log gw-cache gw-gzip gw-full; do
   ./target/release/avx-gateway -t -c "$WORK/$name.yaml" >/dev/null
   RUST_LOG=warn ./target/release/avx-gateway -c "$WORK/$name.yaml" 2>"$WORK/$name.log" &
   PIDS+=($!)
 done
-RUST_LOG=warn ./target/release/examples/bare_proxy 127.0.0.1:18106 127.0.0.1:19000 2 2>"$WORK/bare.log" &
+RUST_LOG=warn "$BARE" 127.0.0.1:18106 127.0.0.1:19000 2 2>"$WORK/bare.log" &
 PIDS+=($!)
 
-for port in 18101 18102 18103 18104 18105 18106; do
+for port in 18101 18102 18103 18104 18105 18106 18107; do
   for _ in $(seq 100); do
     (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break
     sleep 0.1
@@ -78,7 +89,8 @@ done
 
 "$BENCH/run.sh" \
   --target gw=http://127.0.0.1:18101 \
-  --target gw-rl@simple=http://127.0.0.1:18102 \
+  --target gw-floor@simple=http://127.0.0.1:18102 \
+  --target gw-log@simple=http://127.0.0.1:18107 \
   --target gw-cache@cache=http://127.0.0.1:18103 \
   --target gw-gzip@compression=http://127.0.0.1:18104 \
   --target gw-full=http://127.0.0.1:18105 \
