@@ -149,6 +149,7 @@ impl Upstream {
             LoadBalancing::LeastConnections => Selector::LeastConnections(
                 balancer!(pingora_load_balancing::selection::RoundRobin),
                 AtomicUsize::new(0),
+                backends.iter().map(|b| b.backend.clone()).collect(),
             ),
         };
         let hash_key = cfg

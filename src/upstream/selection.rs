@@ -36,7 +36,7 @@ pub(crate) enum Selector {
     Random(Arc<LoadBalancer<Random>>),
     Consistent(Arc<LoadBalancer<Consistent>>),
     /// Health comes from the inner balancer; the choice is ours.
-    LeastConnections(Arc<LoadBalancer<RoundRobin>>, AtomicUsize),
+    LeastConnections(Arc<LoadBalancer<RoundRobin>>, AtomicUsize, Vec<Backend>),
 }
 
 /// How many candidates the hash-ring and weighted iterators may visit before giving up.
@@ -56,8 +56,8 @@ impl Selector {
             Selector::RoundRobin(lb) => lb.select_with(key, MAX_ITERATIONS, ok),
             Selector::Random(lb) => lb.select_with(key, MAX_ITERATIONS, ok),
             Selector::Consistent(lb) => lb.select_with(key, MAX_ITERATIONS, ok),
-            Selector::LeastConnections(lb, rotor) => {
-                return least_loaded(lb, rotor, &accept, &load);
+            Selector::LeastConnections(lb, rotor, backends) => {
+                return least_loaded(lb, rotor, backends, &accept, &load);
             }
         };
         picked.as_ref().and_then(slot)
@@ -66,7 +66,9 @@ impl Selector {
     /// Whether the backend is currently considered healthy (and enabled).
     pub(crate) fn ready(&self, b: &Backend) -> bool {
         match self {
-            Selector::RoundRobin(lb) | Selector::LeastConnections(lb, _) => lb.backends().ready(b),
+            Selector::RoundRobin(lb) | Selector::LeastConnections(lb, _, _) => {
+                lb.backends().ready(b)
+            }
             Selector::Random(lb) => lb.backends().ready(b),
             Selector::Consistent(lb) => lb.backends().ready(b),
         }
@@ -86,26 +88,34 @@ pub(crate) struct SlotIndex(pub usize);
 fn least_loaded(
     lb: &LoadBalancer<RoundRobin>,
     rotor: &AtomicUsize,
+    backends: &[Backend],
     accept: &impl Fn(usize) -> bool,
     load: &impl Fn(usize) -> usize,
 ) -> Option<usize> {
-    let backends = lb.backends().get_backend();
     let n = backends.len();
     if n == 0 {
         return None;
     }
+    // Scores first, from atomics only; Pingora's health table (a hash of the backend and a
+    // map lookup, ~100 ns) is asked about the winner, and about the others only when the
+    // winner is down. `backends` is indexed by slot, so no per-backend extension lookup.
     let start = rotor.fetch_add(1, Ordering::Relaxed) % n;
-    let mut best: Option<(usize, usize, usize)> = None; // (load * 1e6 / weight, slot, weight)
-    for b in backends.iter().cycle().skip(start).take(n) {
-        let Some(i) = slot(b) else { continue };
-        if !accept(i) || !lb.backends().ready(b) {
-            continue;
+    let lowest = |ready: &dyn Fn(&Backend) -> bool| {
+        let mut best: Option<(usize, usize)> = None; // (load * 1e6 / weight, slot)
+        for i in (start..n).chain(0..start) {
+            if !accept(i) || !ready(&backends[i]) {
+                continue;
+            }
+            let score = load(i) * 1_000_000 / backends[i].weight.max(1);
+            if best.is_none_or(|(s, _)| score < s) {
+                best = Some((score, i));
+            }
         }
-        let weight = b.weight.max(1);
-        let score = load(i) * 1_000_000 / weight;
-        if best.is_none_or(|(s, _, _)| score < s) {
-            best = Some((score, i, weight));
-        }
+        best.map(|(_, i)| i)
+    };
+    match lowest(&|_| true) {
+        Some(i) if lb.backends().ready(&backends[i]) => Some(i),
+        Some(_) => lowest(&|b| lb.backends().ready(b)),
+        None => None,
     }
-    best.map(|(_, i, _)| i)
 }
