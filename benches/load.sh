@@ -114,6 +114,6 @@ if command -v hey >/dev/null && command -v nginx >/dev/null; then
     done
   done
   for f in /tmp/bench-run/upstream.pid /tmp/bench-run/nginx.pid; do
-    [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
+    if [ -f "$f" ]; then kill "$(cat "$f")" 2>/dev/null || true; fi
   done
 fi

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# User and kernel CPU per request of the simple proxy: the gateway, bare Pingora and NGINX.
+#
+#   benches/cpu-split.sh [--duration 8] [--rounds 3]
+#
+# The same origin and wrk (1 thread, 50 connections) against each proxy in turn, rounds
+# interleaved; utime and stime of the proxy's processes come from /proc/PID/stat before and
+# after each run. Loopback only; every process it starts is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BENCH=${BENCH:-$ROOT/../shared/bench}
+DURATION=8
+ROUNDS=3
+while [ $# -gt 0 ]; do
+  case $1 in
+    --duration) DURATION=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+WORK=$(mktemp -d /tmp/avx-cpu-split.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+cargo build --release --locked --bin avx-gateway
+cargo build --release --locked --manifest-path benches/bare-proxy/Cargo.toml
+mkdir -p /tmp/bench-run/www /tmp/bench-run/upstream-tmp /tmp/bench-run/nginx-tmp
+nginx -c "$BENCH/conf/upstream.nginx.conf" -p "$WORK" -e "$WORK/up.err" -g 'daemon off;' &
+PIDS+=($!)
+nginx -c "$BENCH/conf/proxy.nginx.conf" -p "$WORK" -e "$WORK/px.err" -g 'daemon off;' &
+NGINX=$!
+PIDS+=("$NGINX")
+cat > "$WORK/gw.yaml" <<YAML
+server: { workers: 2, pid_file: $WORK/gw.pid, upgrade_sock: $WORK/gw.sock,
+          grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1 }
+listeners: [{ address: 127.0.0.1:18801 }]
+upstreams:
+  origin: { servers: [{ address: 127.0.0.1:19000 }], connection_pool: { max_idle: 256 } }
+routes:
+  - name: all
+    match: { path_prefix: / }
+    upstream: origin
+YAML
+RUST_LOG=warn ./target/release/avx-gateway -c "$WORK/gw.yaml" 2>"$WORK/gw.log" &
+GW=$!
+PIDS+=("$GW")
+RUST_LOG=warn benches/bare-proxy/target/release/bare_proxy 127.0.0.1:18802 127.0.0.1:19000 2 \
+  2>"$WORK/bare.log" &
+BARE=$!
+PIDS+=("$BARE")
+for port in 19000 19001 18801 18802; do
+  for _ in $(seq 100); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/api/test")" = 200 ] && break
+    sleep 0.1
+  done
+done
+
+ticks() { # pids... -> "utime stime" summed over the processes and their children's threads
+  local u=0 s=0
+  for p in "$@"; do
+    read -r pu ps < <(awk '{print $14, $15}' "/proc/$p/stat")
+    u=$((u + pu)); s=$((s + ps))
+  done
+  echo "$u $s"
+}
+group() { # name -> pids (NGINX: master and workers)
+  case $1 in
+    gw) echo "$GW" ;;
+    bare) echo "$BARE" ;;
+    nginx) echo "$NGINX $(pgrep -P "$NGINX" | tr '\n' ' ')" ;;
+  esac
+}
+port() { case $1 in gw) echo 18801 ;; bare) echo 18802 ;; nginx) echo 19001 ;; esac; }
+
+HZ=$(getconf CLK_TCK)
+echo "simple proxy, wrk -t1 -c50 -d${DURATION}s, $ROUNDS rounds, $(date -u +%FT%TZ), $(nproc) cpus"
+printf '%-6s %6s %9s %9s %9s %9s\n' target round req/s user_us sys_us total_us
+for round in $(seq "$ROUNDS"); do
+  for t in gw bare nginx; do
+    # shellcheck disable=SC2046
+    read -r u0 s0 < <(ticks $(group $t))
+    out=$(wrk -t1 -c50 -d"${DURATION}s" "http://127.0.0.1:$(port $t)/api/test")
+    # shellcheck disable=SC2046
+    read -r u1 s1 < <(ticks $(group $t))
+    reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+    awk -v t="$t" -v r="$round" -v n="$reqs" -v d="$DURATION" -v hz="$HZ" \
+      -v u=$((u1 - u0)) -v s=$((s1 - s0)) 'BEGIN {
+        printf "%-6s %6d %9.0f %9.1f %9.1f %9.1f\n", t, r, n / d, u / hz * 1e6 / n, s / hz * 1e6 / n, (u + s) / hz * 1e6 / n }'
+  done
+done

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Latency distribution at an equal, fixed load: the seed's p50/p90/p95/p99/p99.9 table.
+#
+#   benches/latency.sh [--rate 2000] [--rounds 5] [--duration 10s]
+#
+# Open loop: hey -q (rate / 50) -c 50 offers --rate requests a second in total, whatever the
+# proxy's latency, to the simple proxy of NGINX, HAProxy (the harness's configs), the gateway
+# (defaults, one route) and the bare Pingora reference, rounds interleaved. Percentiles come
+# from every request's latency (hey -o csv), so p99.9 is exact; hey does not correct for
+# coordinated omission, so a stalled proxy's tail is understated rather than overstated.
+# Loopback only; every process it starts is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BENCH=${BENCH:-$ROOT/../shared/bench}
+RATE=2000
+ROUNDS=5
+DURATION=10s
+CONNS=50
+while [ $# -gt 0 ]; do
+  case $1 in
+    --rate) RATE=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --duration) DURATION=$2; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+WORK=$(mktemp -d /tmp/avx-latency.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+cargo build --release --locked --bin avx-gateway
+cargo build --release --locked --manifest-path benches/bare-proxy/Cargo.toml
+# The harness's configs keep their runtime files under /tmp/bench-run.
+mkdir -p /tmp/bench-run/www /tmp/bench-run/upstream-tmp /tmp/bench-run/nginx-tmp
+python3 "$BENCH/lib.py" genbig /tmp/bench-run/www/big.json
+nginx -c "$BENCH/conf/upstream.nginx.conf" -p "$WORK" -e "$WORK/up.err" -g 'daemon off;' &
+PIDS+=($!)
+nginx -c "$BENCH/conf/proxy.nginx.conf" -p "$WORK" -e "$WORK/px.err" -g 'daemon off;' &
+PIDS+=($!)
+haproxy -db -f "$BENCH/conf/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
+PIDS+=($!)
+cat > "$WORK/gw.yaml" <<YAML
+server: { workers: 2, pid_file: $WORK/gw.pid, upgrade_sock: $WORK/gw.sock,
+          grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1 }
+listeners: [{ address: 127.0.0.1:18701 }]
+upstreams:
+  origin: { servers: [{ address: 127.0.0.1:19000 }], connection_pool: { max_idle: 256 } }
+routes:
+  - name: all
+    match: { path_prefix: / }
+    upstream: origin
+YAML
+RUST_LOG=warn ./target/release/avx-gateway -c "$WORK/gw.yaml" 2>"$WORK/gw.log" &
+PIDS+=($!)
+RUST_LOG=warn benches/bare-proxy/target/release/bare_proxy 127.0.0.1:18702 127.0.0.1:19000 2 \
+  2>"$WORK/bare.log" &
+PIDS+=($!)
+
+TARGETS=(nginx=19001 haproxy=19004 gw=18701 bare=18702)
+for t in "${TARGETS[@]}"; do
+  for _ in $(seq 100); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${t#*=}/api/test")" = 200 ] && break
+    sleep 0.1
+  done
+  hey -z 2s -c "$CONNS" "http://127.0.0.1:${t#*=}/api/test" >/dev/null   # warm-up
+done
+
+echo "open loop: $RATE req/s, $CONNS connections, $DURATION x $ROUNDS rounds, $(date -u +%FT%TZ), $(nproc) cpus"
+for round in $(seq "$ROUNDS"); do
+  # Rotate the order every round so drift over the run spreads evenly.
+  n=${#TARGETS[@]}
+  for i in $(seq 0 $((n - 1))); do
+    t=${TARGETS[$(((i + round) % n))]}
+    hey -z "$DURATION" -c "$CONNS" -q $((RATE / CONNS)) -o csv \
+      "http://127.0.0.1:${t#*=}/api/test" > "$WORK/${t%%=*}.$round.csv"
+  done
+done
+
+python3 - "$WORK" "$ROUNDS" "${TARGETS[@]}" <<'PY'
+import csv, statistics, sys
+work, rounds, targets = sys.argv[1], int(sys.argv[2]), [t.split("=")[0] for t in sys.argv[3:]]
+
+def pct(sorted_ms, p):
+    return sorted_ms[min(len(sorted_ms) - 1, int(p / 100 * len(sorted_ms)))]
+
+print(f"{'target':<8} {'requests':>9} {'errors':>6} {'p50':>7} {'p90':>7} {'p95':>7} {'p99':>7} {'p99.9':>7}  ms, median of rounds")
+for name in targets:
+    per_round, total, errors = [], 0, 0
+    for r in range(1, rounds + 1):
+        with open(f"{work}/{name}.{r}.csv") as f:
+            rows = list(csv.DictReader(f))
+        ok = sorted(float(x["response-time"]) * 1000 for x in rows if x["status-code"] == "200")
+        errors += len(rows) - len(ok)
+        total += len(rows)
+        per_round.append([pct(ok, p) for p in (50, 90, 95, 99, 99.9)])
+    med = [statistics.median(col) for col in zip(*per_round)]
+    print(f"{name:<8} {total:>9} {errors:>6} " + " ".join(f"{v:>7.3f}" for v in med))
+PY
