@@ -21,14 +21,8 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
-WORK=$(mktemp -d /tmp/avx-breaker.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=benches/common.sh
+. "$(dirname "$0")/common.sh" breaker
 
 cargo build --release --locked --bin avx-gateway
 
@@ -76,12 +70,7 @@ YAML
 }
 gateway plain 18501 ""
 gateway breaker 18502 "    circuit_breaker: { failure_threshold: 5, open_seconds: 2 }"
-for port in 18501 18502 18503; do
-  for _ in $(seq 100); do
-    (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break
-    sleep 0.1
-  done
-done
+for port in 18501 18502 18503; do wait_port "$port"; done
 
 summary() { # label hey-output-file
   awk -v label="$1" '

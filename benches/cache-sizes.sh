@@ -10,9 +10,6 @@
 # gateway's /metrics; the same run against the gateway without a cache is the baseline for
 # "latency improvement". Loopback only; every process it starts is stopped on exit.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$PWD
-BENCH=${BENCH:-$ROOT/../shared/bench}
 KEYS=100000
 DURATION=15s
 SIZES="1000 10000 100000"
@@ -24,29 +21,11 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
-WORK=$(mktemp -d /tmp/avx-cache-sizes.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=benches/common.sh
+. "$(dirname "$0")/common.sh" cache-sizes
 
 cargo build --release --locked --bin avx-gateway
-mkdir -p "$WORK/ngx" /tmp/bench-run/upstream-tmp
-nginx -c "$BENCH/conf/upstream.nginx.conf" -p "$WORK/ngx" -e "$WORK/ngx/err.log" -g 'daemon off;' &
-PIDS+=($!)
-
-wait_port() {
-  for _ in $(seq 100); do
-    (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing listens on $1" >&2
-  exit 1
-}
-wait_port 19000
+start_origin
 
 metric() { # admin-port name
   curl -s "http://127.0.0.1:$1/metrics" | awk -v n="$2" '$1 == n {print $2}'

@@ -13,9 +13,6 @@
 # the first is a cache hit. The kernel's share (syscalls, wake-ups) is not counted; see
 # docs/performance.md for that.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$PWD
-BENCH=${BENCH:-$ROOT/../shared/bench}
 N=2000
 CACHE=""
 while [ $# -gt 0 ]; do
@@ -25,25 +22,20 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
-WORK=$(mktemp -d /tmp/avx-callgrind.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  # KEEP=DIR keeps the callgrind files for callgrind_annotate.
+# shellcheck source=benches/common.sh
+. "$(dirname "$0")/common.sh" callgrind
+# KEEP=DIR keeps the callgrind files for callgrind_annotate.
+keep_files() {
   if [ -n "${KEEP:-}" ]; then
     mkdir -p "$KEEP"
     cp "$WORK"/*.out "$KEEP"/ 2>/dev/null || true
   fi
-  rm -rf "$WORK"
 }
-trap cleanup EXIT
+KEEP_HOOK=keep_files
 
 cargo build --release --locked --bin avx-gateway
 cargo build --release --locked --manifest-path benches/bare-proxy/Cargo.toml
-mkdir -p "$WORK/ngx" /tmp/bench-run/upstream-tmp
-nginx -c "$BENCH/conf/upstream.nginx.conf" -p "$WORK/ngx" -e "$WORK/ngx/err.log" -g 'daemon off;' &
-PIDS+=($!)
+start_origin
 cat > "$WORK/gw.yaml" <<YAML
 server: { workers: 1, pid_file: $WORK/gw.pid, upgrade_sock: $WORK/gw.sock,
           grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1 }
@@ -60,15 +52,6 @@ routes:
 $CACHE
 YAML
 
-wait_200() {
-  for _ in $(seq 300); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "$1")" = 200 ] && return 0
-    sleep 0.2
-  done
-  echo "no 200 from $1" >&2
-  exit 1
-}
-wait_200 http://127.0.0.1:19000/api/test
 
 profile() { # name requests port cmd...
   local name=$1 count=$2 port=$3

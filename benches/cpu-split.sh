@@ -7,9 +7,6 @@
 # interleaved; utime and stime of the proxy's processes come from /proc/PID/stat before and
 # after each run. Loopback only; every process it starts is stopped on exit.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$PWD
-BENCH=${BENCH:-$ROOT/../shared/bench}
 DURATION=8
 ROUNDS=3
 while [ $# -gt 0 ]; do
@@ -19,20 +16,12 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
-WORK=$(mktemp -d /tmp/avx-cpu-split.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=benches/common.sh
+. "$(dirname "$0")/common.sh" cpu-split
 
 cargo build --release --locked --bin avx-gateway
 cargo build --release --locked --manifest-path benches/bare-proxy/Cargo.toml
-mkdir -p /tmp/bench-run/www /tmp/bench-run/upstream-tmp /tmp/bench-run/nginx-tmp
-nginx -c "$BENCH/conf/upstream.nginx.conf" -p "$WORK" -e "$WORK/up.err" -g 'daemon off;' &
-PIDS+=($!)
+start_origin
 nginx -c "$BENCH/conf/proxy.nginx.conf" -p "$WORK" -e "$WORK/px.err" -g 'daemon off;' &
 NGINX=$!
 PIDS+=("$NGINX")
@@ -54,12 +43,7 @@ RUST_LOG=warn benches/bare-proxy/target/release/bare_proxy 127.0.0.1:18802 127.0
   2>"$WORK/bare.log" &
 BARE=$!
 PIDS+=("$BARE")
-for port in 19000 19001 18801 18802; do
-  for _ in $(seq 100); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/api/test")" = 200 ] && break
-    sleep 0.1
-  done
-done
+for port in 19001 18801 18802; do wait_200 "http://127.0.0.1:$port/api/test"; done
 
 ticks() { # pids... -> "utime stime" summed over the processes and their children's threads
   local u=0 s=0

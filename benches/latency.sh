@@ -10,9 +10,6 @@
 # coordinated omission, so a stalled proxy's tail is understated rather than overstated.
 # Loopback only; every process it starts is stopped on exit.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$PWD
-BENCH=${BENCH:-$ROOT/../shared/bench}
 RATE=2000
 ROUNDS=5
 DURATION=10s
@@ -25,22 +22,12 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
-WORK=$(mktemp -d /tmp/avx-latency.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=benches/common.sh
+. "$(dirname "$0")/common.sh" latency
 
 cargo build --release --locked --bin avx-gateway
 cargo build --release --locked --manifest-path benches/bare-proxy/Cargo.toml
-# The harness's configs keep their runtime files under /tmp/bench-run.
-mkdir -p /tmp/bench-run/www /tmp/bench-run/upstream-tmp /tmp/bench-run/nginx-tmp
-python3 "$BENCH/lib.py" genbig /tmp/bench-run/www/big.json
-nginx -c "$BENCH/conf/upstream.nginx.conf" -p "$WORK" -e "$WORK/up.err" -g 'daemon off;' &
-PIDS+=($!)
+start_origin
 nginx -c "$BENCH/conf/proxy.nginx.conf" -p "$WORK" -e "$WORK/px.err" -g 'daemon off;' &
 PIDS+=($!)
 haproxy -db -f "$BENCH/conf/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
@@ -64,10 +51,7 @@ PIDS+=($!)
 
 TARGETS=(nginx=19001 haproxy=19004 gw=18701 bare=18702)
 for t in "${TARGETS[@]}"; do
-  for _ in $(seq 100); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${t#*=}/api/test")" = 200 ] && break
-    sleep 0.1
-  done
+  wait_200 "http://127.0.0.1:${t#*=}/api/test"
   hey -z 2s -c "$CONNS" "http://127.0.0.1:${t#*=}/api/test" >/dev/null   # warm-up
 done
 

@@ -10,9 +10,6 @@
 # within 10% of the RSS after --warmup seconds; prints every sample to the run's log. Not part
 # of CI (issue 6). Loopback only; every process it starts is stopped on exit.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$PWD
-BENCH=${BENCH:-$ROOT/../shared/bench}
 DURATION=600
 WARMUP=60
 CONNS=50
@@ -24,21 +21,11 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
-WORK=$(mktemp -d /tmp/avx-soak.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=benches/common.sh
+. "$(dirname "$0")/common.sh" soak
 
 cargo build --release --locked --bin avx-gateway
-# The harness's origin serves /big from /tmp/bench-run/www; its lib.py writes the file.
-mkdir -p "$WORK/ngx" /tmp/bench-run/upstream-tmp /tmp/bench-run/www
-python3 "$BENCH/lib.py" genbig /tmp/bench-run/www/big.json
-nginx -c "$BENCH/conf/upstream.nginx.conf" -p "$WORK/ngx" -e "$WORK/ngx/err.log" -g 'daemon off;' &
-PIDS+=($!)
+start_origin
 
 cat > "$WORK/soak.yaml" <<YAML
 server: { workers: 2, pid_file: $WORK/soak.pid, upgrade_sock: $WORK/soak.sock,
@@ -71,12 +58,7 @@ YAML
 RUST_LOG=warn ./target/release/avx-gateway -c "$WORK/soak.yaml" 2>"$WORK/gateway.log" &
 GW=$!
 PIDS+=("$GW")
-for port in 19000 18301; do
-  for _ in $(seq 100); do
-    (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break
-    sleep 0.1
-  done
-done
+wait_port 18301
 
 rss() { awk '/VmRSS/ {print $2}' "/proc/$GW/status"; }
 kill -0 "$GW" 2>/dev/null || { echo "FAIL: the gateway did not start"; cat "$WORK/gateway.log"; exit 1; }

@@ -1,0 +1,51 @@
+# Shared scaffolding of the measurement scripts in benches/ (sourced, not run).
+#
+# After `. benches/common.sh NAME`: the working directory is the repository, $ROOT and $BENCH
+# (the shared harness, ../shared/bench) are set, $WORK is a fresh temporary folder, and every
+# PID added to PIDS is killed when the script exits, before $WORK is removed. A script may set
+# KEEP_HOOK to a function that runs just before that removal.
+# shellcheck shell=bash
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
+ROOT=$PWD
+BENCH=${BENCH:-$ROOT/../shared/bench}
+WORK=$(mktemp -d "/tmp/avx-$1.XXXXXX")
+PIDS=()
+KEEP_HOOK=""
+bench_cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ -n "$KEEP_HOOK" ]; then "$KEEP_HOOK"; fi
+  rm -rf "$WORK"
+}
+trap bench_cleanup EXIT
+
+# wait_port PORT: until something accepts connections on 127.0.0.1:PORT (10 s at most).
+wait_port() {
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on 127.0.0.1:$1" >&2
+  exit 1
+}
+
+# wait_200 URL: until URL answers 200 (60 s at most: a proxy under valgrind starts slowly).
+wait_200() {
+  for _ in $(seq 300); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "$1")" = 200 ] && return 0
+    sleep 0.2
+  done
+  echo "no 200 from $1" >&2
+  exit 1
+}
+
+# start_origin: the harness's origin (NGINX, 1 worker, 127.0.0.1:19000) with its 64 KiB /big
+# body; the harness's configs keep their runtime files under /tmp/bench-run.
+start_origin() {
+  mkdir -p /tmp/bench-run/www /tmp/bench-run/upstream-tmp /tmp/bench-run/nginx-tmp
+  python3 "$BENCH/lib.py" genbig /tmp/bench-run/www/big.json
+  nginx -c "$BENCH/conf/upstream.nginx.conf" -p "$WORK" -e "$WORK/origin.err" -g 'daemon off;' &
+  PIDS+=($!)
+  wait_200 http://127.0.0.1:19000/api/test
+}
