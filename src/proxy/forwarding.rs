@@ -86,8 +86,8 @@ pub fn upstream_headers(
     Ok(())
 }
 
-/// `X-Forwarded-For` with `ip` appended to every incoming line, rendered without a
-/// heap-allocated intermediate string.
+/// `X-Forwarded-For`: every incoming line kept, in order, and `ip` appended; the address is
+/// rendered on the stack, not into a `String`.
 fn forwarded_for(req: &RequestHeader, ip: std::net::IpAddr) -> Result<HeaderValue> {
     use std::io::Write;
     let mut ip_buf = [0u8; 64];
@@ -120,7 +120,7 @@ fn forwarded_for(req: &RequestHeader, ip: std::net::IpAddr) -> Result<HeaderValu
 }
 
 /// The client's Host as a header value: its `Host` header (shared, not copied), else the
-/// request line's authority.
+/// request line's authority (HTTP/2 carries it there).
 fn client_host_value(req: &RequestHeader) -> Option<HeaderValue> {
     match req.headers.get(HOST) {
         Some(h) => Some(h.clone()),

@@ -108,8 +108,13 @@ impl Upstream {
                 failures: AtomicU32::new(0),
                 ejected_until: AtomicU64::new(0),
                 peer: peer(cfg, addr, idle_timeout),
-                host: host_value(cfg, &server.address)
-                    .map_err(|e| ConfigError::at(&sp.key("address"), e))?,
+                host: host_value(cfg, &server.address).map_err(|e| {
+                    let key = match cfg.tls {
+                        Some(_) => path.key("tls").key("sni"),
+                        None => sp.key("address"),
+                    };
+                    ConfigError::at(&key, e)
+                })?,
                 backend,
             });
         }
