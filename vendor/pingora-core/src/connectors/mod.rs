@@ -339,7 +339,7 @@ impl TransportConnector {
         // AVX Gateway patch: watch the idle connection from the releasing thread. Pingora
         // spawns it on a random thread of a no-steal runtime, so every reuse needs a
         // cross-thread wake-up (an eventfd write each way) and can lose the connection in
-        // the race below.
+        // the race patched in `reused_stream`.
         let rt = tokio::runtime::Handle::current();
         rt.spawn(async move {
             if pool
