@@ -124,6 +124,15 @@ impl LoadStats {
         }
     }
 
+    /// Asserts a run without a single failed or unanswered request, and more than `min_ok`
+    /// good ones.
+    fn assert_clean(&self, min_ok: usize) {
+        assert_eq!(self.errors.load(Ordering::SeqCst), 0, "{}", self.summary());
+        assert_eq!(self.failed.load(Ordering::SeqCst), 0, "{}", self.summary());
+        let ok = self.ok.load(Ordering::SeqCst);
+        assert!(ok > min_ok, "too few requests: {}", self.summary());
+    }
+
     fn summary(&self) -> String {
         format!(
             "ok={} failed={} errors={} samples={:#?}",
@@ -273,24 +282,11 @@ async fn three_upgrades_under_keepalive_load_fail_no_request() {
             assert_eq!(code, Some(0), "old process {i} exit:\n{}", old.log());
         }
         let stats = load.stop().await;
-        let ok = stats.ok.load(Ordering::SeqCst);
         eprintln!(
             "three upgrades: {}; SIGQUIT-to-serving {handoffs:?}",
             stats.summary()
         );
-        assert_eq!(
-            stats.errors.load(Ordering::SeqCst),
-            0,
-            "{}",
-            stats.summary()
-        );
-        assert_eq!(
-            stats.failed.load(Ordering::SeqCst),
-            0,
-            "{}",
-            stats.summary()
-        );
-        assert!(ok > 500, "too few requests: {}", stats.summary());
+        stats.assert_clean(500);
         assert_eq!(
             status_pid(&current).await,
             Some(u64::from(current.pid())),
@@ -461,19 +457,7 @@ async fn the_upgrade_script_hands_over_under_load_then_to_a_daemon() {
 
         let stats = load.stop().await;
         eprintln!("script upgrades: {}", stats.summary());
-        assert_eq!(
-            stats.errors.load(Ordering::SeqCst),
-            0,
-            "{}",
-            stats.summary()
-        );
-        assert_eq!(
-            stats.failed.load(Ordering::SeqCst),
-            0,
-            "{}",
-            stats.summary()
-        );
-        assert!(stats.ok.load(Ordering::SeqCst) > 100, "{}", stats.summary());
+        stats.assert_clean(100);
     })
     .await;
 }
