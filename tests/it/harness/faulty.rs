@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 /// How the origin misbehaves.
 #[derive(Debug, Clone, Copy)]
@@ -79,20 +79,13 @@ impl FaultyUpstream {
             .expect("bind faulty upstream");
         let addr = listener.local_addr().expect("faulty upstream addr");
         let st = state.clone();
-        let task = tokio::spawn(async move {
-            let mut conns = JoinSet::new();
-            loop {
-                let Ok((sock, _)) = listener.accept().await else {
-                    continue;
-                };
-                st.accepted.fetch_add(1, Ordering::SeqCst);
-                st.open.fetch_add(1, Ordering::SeqCst);
-                let guard = OpenGuard(st.clone());
-                conns.spawn(async move {
-                    misbehave(fault, sock).await;
-                    drop(guard);
-                });
-                while conns.try_join_next().is_some() {}
+        let task = super::accept_loop(listener, move |sock| {
+            st.accepted.fetch_add(1, Ordering::SeqCst);
+            st.open.fetch_add(1, Ordering::SeqCst);
+            let guard = OpenGuard(st.clone());
+            async move {
+                misbehave(fault, sock).await;
+                drop(guard);
             }
         });
         FaultyUpstream {

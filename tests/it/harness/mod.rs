@@ -40,6 +40,29 @@ pub fn refused_addr(i: u8) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 2 + i], 1))
 }
 
+/// Accepts connections on `listener` until the returned task is aborted (which also ends the
+/// open ones), serving each with the future `conn` returns for it; finished connections are
+/// reaped as new ones arrive. Every test server in this harness runs on it.
+pub fn accept_loop<F, Fut>(
+    listener: tokio::net::TcpListener,
+    conn: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            let Ok((sock, _)) = listener.accept().await else {
+                continue;
+            };
+            conns.spawn(conn(sock));
+            while conns.try_join_next().is_some() {}
+        }
+    })
+}
+
 /// Polls `cond` until it holds or `deadline` passes; returns whether it held.
 pub async fn wait_until<F, Fut>(deadline: Duration, mut cond: F) -> bool
 where

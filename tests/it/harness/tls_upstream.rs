@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::rustls::{crypto::ring, ServerConfig};
 use tokio_rustls::TlsAcceptor;
@@ -68,16 +68,9 @@ impl TlsUpstream {
         let acceptor = TlsAcceptor::from(Arc::new(server_config(cert_name)));
         let state = Arc::new(TlsState::default());
         let st = state.clone();
-        let task = tokio::spawn(async move {
-            let mut conns = JoinSet::new();
-            loop {
-                let Ok((sock, _)) = listener.accept().await else {
-                    continue;
-                };
-                st.connections.fetch_add(1, Ordering::SeqCst);
-                conns.spawn(serve_conn(acceptor.clone(), sock, st.clone()));
-                while conns.try_join_next().is_some() {}
-            }
+        let task = super::accept_loop(listener, move |sock| {
+            st.connections.fetch_add(1, Ordering::SeqCst);
+            serve_conn(acceptor.clone(), sock, st.clone())
         });
         TlsUpstream {
             addr,

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 /// The response body type of the harness's hyper origins.
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -38,24 +38,17 @@ where
     H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    tokio::spawn(async move {
-        let mut conns = JoinSet::new();
-        loop {
-            let Ok((sock, _)) = listener.accept().await else {
-                continue;
-            };
-            let handler = handler.clone();
-            conns.spawn(async move {
-                let svc = service_fn(move |req| {
-                    let fut = handler(req);
-                    async move { Ok::<_, Infallible>(fut.await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(sock), svc)
-                    .with_upgrades()
-                    .await;
+    super::accept_loop(listener, move |sock| {
+        let handler = handler.clone();
+        async move {
+            let svc = service_fn(move |req| {
+                let fut = handler(req);
+                async move { Ok::<_, Infallible>(fut.await) }
             });
-            while conns.try_join_next().is_some() {}
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(sock), svc)
+                .with_upgrades()
+                .await;
         }
     })
 }

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
 /// A running WebSocket echo server, stopped on drop.
@@ -28,31 +28,24 @@ impl WsEchoUpstream {
         let addr = listener.local_addr().expect("websocket upstream addr");
         let handshakes = Arc::new(AtomicUsize::new(0));
         let count = handshakes.clone();
-        let task = tokio::spawn(async move {
-            let mut conns = JoinSet::new();
-            loop {
-                let Ok((sock, _)) = listener.accept().await else {
-                    continue;
+        let task = super::accept_loop(listener, move |sock| {
+            let count = count.clone();
+            async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(sock).await else {
+                    return;
                 };
-                let count = count.clone();
-                conns.spawn(async move {
-                    let Ok(mut ws) = tokio_tungstenite::accept_async(sock).await else {
-                        return;
+                count.fetch_add(1, Ordering::SeqCst);
+                while let Some(Ok(msg)) = ws.next().await {
+                    let echo = match msg {
+                        Message::Text(_) | Message::Binary(_) => msg,
+                        Message::Close(_) => break,
+                        _ => continue,
                     };
-                    count.fetch_add(1, Ordering::SeqCst);
-                    while let Some(Ok(msg)) = ws.next().await {
-                        let echo = match msg {
-                            Message::Text(_) | Message::Binary(_) => msg,
-                            Message::Close(_) => break,
-                            _ => continue,
-                        };
-                        if ws.send(echo).await.is_err() {
-                            break;
-                        }
+                    if ws.send(echo).await.is_err() {
+                        break;
                     }
-                    let _ = ws.close(None).await;
-                });
-                while conns.try_join_next().is_some() {}
+                }
+                let _ = ws.close(None).await;
             }
         });
         WsEchoUpstream {
