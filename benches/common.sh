@@ -49,3 +49,26 @@ start_origin() {
   PIDS+=($!)
   wait_200 http://127.0.0.1:19000/api/test
 }
+
+# start_simple_pair GW_PORT BARE_PORT: the gateway with its defaults (one route, one upstream:
+# the origin) and the bare Pingora reference, 2 workers each; sets $GW and $BARE to their PIDs.
+start_simple_pair() {
+  cat > "$WORK/gw.yaml" <<YAML
+server: { workers: 2, pid_file: $WORK/gw.pid, upgrade_sock: $WORK/gw.sock,
+          grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1 }
+listeners: [{ address: 127.0.0.1:$1 }]
+upstreams:
+  origin: { servers: [{ address: 127.0.0.1:19000 }], connection_pool: { max_idle: 256 } }
+routes:
+  - name: all
+    match: { path_prefix: / }
+    upstream: origin
+YAML
+  RUST_LOG=warn ./target/release/avx-gateway -c "$WORK/gw.yaml" 2>"$WORK/gw.log" &
+  GW=$!
+  PIDS+=("$GW")
+  RUST_LOG=warn benches/bare-proxy/target/release/bare_proxy "127.0.0.1:$2" 127.0.0.1:19000 2 \
+    2>"$WORK/bare.log" &
+  BARE=$!
+  PIDS+=("$BARE")
+}

@@ -25,24 +25,7 @@ start_origin
 nginx -c "$BENCH/conf/proxy.nginx.conf" -p "$WORK" -e "$WORK/px.err" -g 'daemon off;' &
 NGINX=$!
 PIDS+=("$NGINX")
-cat > "$WORK/gw.yaml" <<YAML
-server: { workers: 2, pid_file: $WORK/gw.pid, upgrade_sock: $WORK/gw.sock,
-          grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1 }
-listeners: [{ address: 127.0.0.1:18801 }]
-upstreams:
-  origin: { servers: [{ address: 127.0.0.1:19000 }], connection_pool: { max_idle: 256 } }
-routes:
-  - name: all
-    match: { path_prefix: / }
-    upstream: origin
-YAML
-RUST_LOG=warn ./target/release/avx-gateway -c "$WORK/gw.yaml" 2>"$WORK/gw.log" &
-GW=$!
-PIDS+=("$GW")
-RUST_LOG=warn benches/bare-proxy/target/release/bare_proxy 127.0.0.1:18802 127.0.0.1:19000 2 \
-  2>"$WORK/bare.log" &
-BARE=$!
-PIDS+=("$BARE")
+start_simple_pair 18801 18802
 for port in 19001 18801 18802; do wait_200 "http://127.0.0.1:$port/api/test"; done
 
 ticks() { # pids... -> "utime stime" summed over the processes and their children's threads

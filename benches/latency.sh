@@ -32,22 +32,7 @@ nginx -c "$BENCH/conf/proxy.nginx.conf" -p "$WORK" -e "$WORK/px.err" -g 'daemon 
 PIDS+=($!)
 haproxy -db -f "$BENCH/conf/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
 PIDS+=($!)
-cat > "$WORK/gw.yaml" <<YAML
-server: { workers: 2, pid_file: $WORK/gw.pid, upgrade_sock: $WORK/gw.sock,
-          grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1 }
-listeners: [{ address: 127.0.0.1:18701 }]
-upstreams:
-  origin: { servers: [{ address: 127.0.0.1:19000 }], connection_pool: { max_idle: 256 } }
-routes:
-  - name: all
-    match: { path_prefix: / }
-    upstream: origin
-YAML
-RUST_LOG=warn ./target/release/avx-gateway -c "$WORK/gw.yaml" 2>"$WORK/gw.log" &
-PIDS+=($!)
-RUST_LOG=warn benches/bare-proxy/target/release/bare_proxy 127.0.0.1:18702 127.0.0.1:19000 2 \
-  2>"$WORK/bare.log" &
-PIDS+=($!)
+start_simple_pair 18701 18702
 
 TARGETS=(nginx=19001 haproxy=19004 gw=18701 bare=18702)
 for t in "${TARGETS[@]}"; do
