@@ -264,7 +264,8 @@ fn cache(c: &mut Criterion) {
     let body = bytes::Bytes::from(vec![b'x'; 1024]);
     let span = Span::inactive();
     for n in [1_000usize, 10_000, 100_000] {
-        let storage: &'static IndexedStorage = Box::leak(Box::new(IndexedStorage::new()));
+        let storage: &'static IndexedStorage =
+            Box::leak(Box::new(IndexedStorage::new().expect("cache store")));
         let key = |i: usize| CacheKey::new(format!("bench.example\0/item/{i}"), "");
         rt.block_on(async {
             for i in 0..n {

@@ -85,10 +85,12 @@ impl Runtime {
                 &p.key("compression"),
             )?);
         }
-        let cache = route_cache
-            .iter()
-            .any(Option::is_some)
-            .then(|| CacheStore::build(&config.cache));
+        let cache = match route_cache.iter().any(Option::is_some) {
+            true => Some(CacheStore::build(&config.cache).map_err(|e| {
+                ConfigError::at(&KeyPath::root().key("cache"), format!("cache: {e}"))
+            })?),
+            false => None,
+        };
         let s = &config.server;
         let downstream = DownstreamSettings {
             keepalive_timeout_secs: s.keepalive_timeout_seconds,

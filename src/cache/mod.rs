@@ -9,7 +9,7 @@ pub use storage::IndexedStorage;
 use crate::config::{CacheConfig, ConfigError, KeyPath, RouteCacheConfig};
 use http::HeaderName;
 use pingora_cache::eviction::{lru, EvictionManager};
-use pingora_cache::key::HashBinary;
+use pingora_cache::key::{hash_key, HashBinary};
 use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora_cache::storage::{PurgeOutcome, PurgeTarget, PurgeType, Storage};
 use pingora_cache::trace::Span;
@@ -39,7 +39,7 @@ pub struct CacheStore {
 
 impl CacheStore {
     /// Builds the store from `cache:`.
-    pub fn build(cfg: &CacheConfig) -> CacheStore {
+    pub fn build(cfg: &CacheConfig) -> pingora_error::Result<CacheStore> {
         let per_shard = (cfg.max_size / LRU_SHARDS).max(1);
         let eviction = lru::Manager::<LRU_SHARDS>::with_capacity_and_watermark(
             cfg.max_bytes,
@@ -47,14 +47,14 @@ impl CacheStore {
             Some(cfg.max_size),
         );
         let lock_timeout = Duration::from_millis(cfg.lock_timeout_ms);
-        CacheStore {
-            storage: Box::leak(Box::new(IndexedStorage::new())),
+        Ok(CacheStore {
+            storage: Box::leak(Box::new(IndexedStorage::new()?)),
             eviction: Box::leak(Box::new(eviction)),
             lock: Box::leak(CacheLock::new_boxed(lock_timeout)),
             max_object_bytes: cfg.max_object_bytes,
             ttl_cap: Duration::from_secs(cfg.ttl_seconds),
             lock_timeout,
-        }
+        })
     }
 
     /// Turns the cache on for this request.
@@ -179,7 +179,11 @@ impl RouteCache {
                 primary.push_str(&String::from_utf8_lossy(v.as_bytes()));
             }
         }
-        CacheKey::new(primary, "")
+        let hash = hash_key(&primary);
+        let mut key = CacheKey::new(primary, "");
+        // Pingora re-derives the hash on each use (lookup, lock, eviction): do it once here.
+        key.set_primary_bin_override(hash);
+        key
     }
 }
 

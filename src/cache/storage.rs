@@ -1,34 +1,68 @@
-//! Cache storage: Pingora's in-memory store behind an index of primary keys, so entries can be
-//! purged by URL, by prefix or all at once, and evictions can be counted.
+//! Cache storage: entries kept in memory with their response header already parsed, sharded
+//! by key hash, and indexed by primary key so they can be purged by URL, by prefix or all at
+//! once, and evictions can be counted.
+//!
+//! Pingora's `MemCache` stores the header zstd-compressed and decompresses and re-parses it on
+//! every hit, formats the key as hex for its map, copies the body out per hit and puts every
+//! entry behind one lock. Here a hit clones the parsed header, shares the body and takes one
+//! shard's read lock.
 
 use async_trait::async_trait;
-use pingora_cache::key::CompactCacheKey;
+use bytes::Bytes;
+use pingora_cache::eviction::CacheEntryKey;
+use pingora_cache::key::{CacheHashKey, CompactCacheKey, HashBinary};
 use pingora_cache::storage::{
-    HitHandler, MissHandler, PurgeOutcome, PurgeTarget, PurgeType, Storage,
+    HandleHit, HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget,
+    PurgeType, Storage,
 };
 use pingora_cache::trace::SpanHandle;
-use pingora_cache::{CacheKey, CacheMeta, MemCache};
-use pingora_error::Result;
+use pingora_cache::{CacheKey, CacheMeta};
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::ResponseHeader;
 use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::SystemTime;
 
-/// [`MemCache`] plus a primary-key index; touched on writes and purges only, never on hits.
+/// Lock shards; hits on different keys from different workers rarely meet on one lock.
+const SHARDS: usize = 16;
+
+/// One stored response.
+struct Entry {
+    /// Pingora's own encoding of the cache times and variance (a few dozen bytes); decoding
+    /// it per hit keeps every field Pingora tracks exact without reaching into its internals.
+    internal: Vec<u8>,
+    header: ResponseHeader,
+    body: Bytes,
+    compact: CompactCacheKey,
+    primary: Box<str>,
+    /// What the eviction manager charges for this entry; see [`weigh`].
+    weight: usize,
+}
+
+type Shard = RwLock<HashMap<HashBinary, Arc<Entry>, ahash::RandomState>>;
+
+/// The in-memory store behind the response cache.
 pub struct IndexedStorage {
-    inner: MemCache,
-    index: Mutex<HashMap<CompactCacheKey, String>>,
+    shards: Box<[Shard]>,
+    /// A serialized empty header: `CacheMeta` can only be built by deserializing, so a hit
+    /// deserializes this (cheap) and then swaps in the stored, already parsed header.
+    blank_header: Vec<u8>,
     evictions: AtomicU64,
 }
 
 impl IndexedStorage {
     /// An empty store.
-    pub fn new() -> Self {
-        IndexedStorage {
-            inner: MemCache::new(),
-            index: Mutex::new(HashMap::new()),
+    pub fn new() -> Result<Self> {
+        let header = ResponseHeader::build(200, Some(0))?;
+        let now = SystemTime::now();
+        let (_, blank_header) = CacheMeta::new(now, now, 0, 0, header).serialize()?;
+        Ok(IndexedStorage {
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            blank_header,
             evictions: AtomicU64::new(0),
-        }
+        })
     }
 
     /// Entries removed by the eviction manager so far.
@@ -38,27 +72,66 @@ impl IndexedStorage {
 
     /// Compact keys of the stored entries whose primary key satisfies `pred`.
     pub fn keys_where(&self, pred: impl Fn(&str) -> bool) -> Vec<CompactCacheKey> {
-        match self.index.lock() {
-            Ok(index) => index
-                .iter()
-                .filter(|(_, primary)| pred(primary))
-                .map(|(k, _)| k.clone())
-                .collect(),
-            Err(_) => Vec::new(),
+        let mut keys = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.read().unwrap_or_else(PoisonError::into_inner);
+            keys.extend(
+                shard
+                    .values()
+                    .filter(|e| pred(&e.primary))
+                    .map(|e| e.compact.clone()),
+            );
         }
+        keys
     }
 
-    fn forget(&self, key: &CompactCacheKey) {
-        if let Ok(mut index) = self.index.lock() {
-            index.remove(key);
-        }
+    fn shard(&self, hash: &HashBinary) -> &Shard {
+        &self.shards[hash[0] as usize % SHARDS]
+    }
+
+    // Nothing panics while holding a shard lock, so a poisoned one still holds a consistent map.
+    fn read(
+        &self,
+        hash: &HashBinary,
+    ) -> RwLockReadGuard<'_, HashMap<HashBinary, Arc<Entry>, ahash::RandomState>> {
+        self.shard(hash)
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(
+        &self,
+        hash: &HashBinary,
+    ) -> RwLockWriteGuard<'_, HashMap<HashBinary, Arc<Entry>, ahash::RandomState>> {
+        self.shard(hash)
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn insert(&self, hash: HashBinary, entry: Entry) {
+        self.write(&hash).insert(hash, Arc::new(entry));
     }
 }
 
-impl Default for IndexedStorage {
-    fn default() -> Self {
-        Self::new()
-    }
+/// The meta as stored: Pingora's encoding of its times, and its header parsed back from
+/// Pingora's header encoding. The round trip is what `MemCache` served, and it leaves a header
+/// that owns its bytes: the header of a response just read from an origin points into that
+/// connection's read buffer, and keeping it would keep the buffer (kilobytes) per entry.
+fn stored_parts(meta: &CacheMeta) -> Result<(Vec<u8>, ResponseHeader)> {
+    let (internal, header) = meta.serialize()?;
+    let parsed = CacheMeta::deserialize(&internal, &header)?;
+    Ok((internal, parsed.response_header_copy()))
+}
+
+/// What a stored entry weighs: its body, its header as it would go on the wire, and its times.
+fn weigh(entry: &Entry) -> usize {
+    let header: usize = entry
+        .header
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    entry.body.len() + header + entry.internal.len() + entry.primary.len()
 }
 
 #[async_trait]
@@ -66,57 +139,89 @@ impl Storage for IndexedStorage {
     async fn lookup(
         &'static self,
         key: &CacheKey,
-        trace: &SpanHandle,
+        _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
-        self.inner.lookup(key, trace).await
-    }
-
-    async fn lookup_streaming_write(
-        &'static self,
-        key: &CacheKey,
-        tag: Option<&[u8]>,
-        trace: &SpanHandle,
-    ) -> Result<Option<(CacheMeta, HitHandler)>> {
-        self.inner.lookup_streaming_write(key, tag, trace).await
+        let hash = key.combined_bin();
+        let Some(entry) = self.read(&hash).get(&hash).cloned() else {
+            return Ok(None);
+        };
+        let mut meta = CacheMeta::deserialize(&entry.internal, &self.blank_header)?;
+        *meta.response_header_mut() = entry.header.clone();
+        let hit = Hit {
+            end: entry.body.len(),
+            weight: entry.weight,
+            body: entry.body.clone(),
+            start: 0,
+            done: false,
+        };
+        Ok(Some((meta, Box::new(hit))))
     }
 
     async fn get_miss_handler(
         &'static self,
         key: &CacheKey,
         meta: &CacheMeta,
-        trace: &SpanHandle,
+        _trace: &SpanHandle,
     ) -> Result<MissHandler> {
-        if let (Ok(mut index), Some(primary)) = (self.index.lock(), key.primary_key_str()) {
-            index.insert(key.to_compact(), primary.to_string());
-        }
-        self.inner.get_miss_handler(key, meta, trace).await
+        let (internal, header) = stored_parts(meta)?;
+        Ok(Box::new(Miss {
+            storage: self,
+            hash: key.combined_bin(),
+            entry: Entry {
+                internal,
+                header,
+                body: Bytes::new(),
+                compact: key.to_compact(),
+                primary: String::from_utf8_lossy(key.primary_key()).into(),
+                weight: 0,
+            },
+            body: Vec::new(),
+        }))
     }
 
     async fn purge(
         &'static self,
         target: PurgeTarget<'_>,
         purge_type: PurgeType,
-        trace: &SpanHandle,
+        _trace: &SpanHandle,
     ) -> Result<PurgeOutcome> {
-        let outcome = self.inner.purge(target, purge_type, trace).await?;
-        if let PurgeTarget::Active(key) = target {
-            self.forget(key);
-        } else if let PurgeTarget::Exact(entry) = target {
-            self.forget(entry.key());
+        // Entries carry no entry id, so an id-qualified target names none of them.
+        if matches!(target, PurgeTarget::Exact(CacheEntryKey::Identified { .. })) {
+            return Ok(PurgeOutcome::NotFound);
         }
-        if matches!(purge_type, PurgeType::Eviction) && matches!(outcome, PurgeOutcome::Purged(_)) {
+        let hash = target.key().combined_bin();
+        if self.write(&hash).remove(&hash).is_none() {
+            return Ok(PurgeOutcome::NotFound);
+        }
+        if matches!(purge_type, PurgeType::Eviction) {
             self.evictions.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(outcome)
+        Ok(PurgeOutcome::Purged(None))
     }
 
     async fn update_meta(
         &'static self,
         key: &CacheKey,
         meta: &CacheMeta,
-        trace: &SpanHandle,
+        _trace: &SpanHandle,
     ) -> Result<bool> {
-        self.inner.update_meta(key, meta, trace).await
+        let hash = key.combined_bin();
+        let (internal, header) = stored_parts(meta)?;
+        let mut shard = self.write(&hash);
+        let Some(slot) = shard.get_mut(&hash) else {
+            return Ok(false);
+        };
+        let mut entry = Entry {
+            internal,
+            header,
+            body: slot.body.clone(),
+            compact: slot.compact.clone(),
+            primary: slot.primary.clone(),
+            weight: 0,
+        };
+        entry.weight = weigh(&entry);
+        *slot = Arc::new(entry);
+        Ok(true)
     }
 
     /// Off: with partial reads, a response that outgrows `max_object_bytes` mid-body would
@@ -128,5 +233,97 @@ impl Storage for IndexedStorage {
 
     fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
         self
+    }
+}
+
+/// Reads one stored body, or a range of it, without copying it.
+struct Hit {
+    body: Bytes,
+    weight: usize,
+    start: usize,
+    end: usize,
+    done: bool,
+}
+
+#[async_trait]
+impl HandleHit for Hit {
+    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        if self.done {
+            return Ok(None);
+        }
+        self.done = true;
+        Ok(Some(self.body.slice(self.start..self.end)))
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        _storage: &'static (dyn Storage + Sync),
+        _key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn can_seek(&self) -> bool {
+        true
+    }
+
+    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        if start >= self.body.len() {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                format!("seek start {start} beyond the body ({})", self.body.len()),
+            );
+        }
+        self.start = start;
+        // An end past the last byte is allowed: the range is cut to the body.
+        self.end = end.map_or(self.body.len(), |e| e.min(self.body.len()));
+        // Rewinds, so one handler serves every part of a multi-range request.
+        self.done = false;
+        Ok(())
+    }
+
+    fn get_eviction_weight(&self) -> usize {
+        self.weight
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+}
+
+/// Collects a response body; the entry becomes visible only when `finish` is called, so
+/// a write dropped part-way (client gone, object too large) leaves nothing behind.
+struct Miss {
+    storage: &'static IndexedStorage,
+    hash: HashBinary,
+    /// Everything but the body, taken from the response header.
+    entry: Entry,
+    body: Vec<u8>,
+}
+
+#[async_trait]
+impl HandleMiss for Miss {
+    async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
+        self.body.extend_from_slice(&data);
+        Ok(())
+    }
+
+    async fn finish(self: Box<Self>) -> Result<MissFinishType> {
+        let Miss {
+            storage,
+            hash,
+            mut entry,
+            body,
+        } = *self;
+        entry.body = Bytes::from(body);
+        entry.weight = weigh(&entry);
+        let weight = entry.weight;
+        storage.insert(hash, entry);
+        Ok(MissFinishType::Created(weight))
     }
 }
