@@ -713,6 +713,52 @@ async fn head_is_served_from_a_cached_get() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_requests_are_cut_from_the_cached_body() {
+    let s = Site::plain().await;
+    s.origin.set("/range", cc("0123456789", "max-age=60"));
+    assert_cache(&s.get("/range").await, "MISS", "GET");
+
+    let r = s.req("GET", "/range", &[("range", "bytes=2-5")]).await;
+    assert_eq!(r.status, 206, "a single range");
+    assert_cache(&r, "HIT", "range");
+    assert_eq!(r.text(), "2345");
+    assert_eq!(r.header("content-range"), Some("bytes 2-5/10"));
+
+    // An end past the body is cut to it; a suffix range counts from the end.
+    let r = s.req("GET", "/range", &[("range", "bytes=7-100")]).await;
+    assert_eq!((r.status, r.text()), (206, "789".to_string()));
+    let r = s.req("GET", "/range", &[("range", "bytes=-3")]).await;
+    assert_eq!((r.status, r.text()), (206, "789".to_string()));
+
+    // Several ranges: one multipart/byteranges answer, each part cut from the stored body.
+    let r = s.req("GET", "/range", &[("range", "bytes=0-1,8-9")]).await;
+    assert_eq!(r.status, 206, "two ranges");
+    assert!(
+        r.header("content-type")
+            .is_some_and(|t| t.starts_with("multipart/byteranges")),
+        "multipart answer: {:?}",
+        r.headers
+    );
+    let body = r.text();
+    for part in [
+        "Content-Range: bytes 0-1/10\r\n\r\n01\r\n",
+        "Content-Range: bytes 8-9/10\r\n\r\n89\r\n",
+    ] {
+        assert!(body.contains(part), "part {part:?} in {body:?}");
+    }
+
+    // A range that starts past the body cannot be served.
+    let r = s.req("GET", "/range", &[("range", "bytes=50-60")]).await;
+    assert_eq!(r.status, 416, "unsatisfiable range");
+
+    // The stored body is unchanged by the ranges cut from it.
+    let r = s.get("/range").await;
+    assert_cache(&r, "HIT", "full GET after ranges");
+    assert_eq!((r.status, r.text()), (200, "0123456789".to_string()));
+    assert_eq!(s.origin.hits("/range"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_get_and_head_are_served_from_cache() {
     let s = Site::plain().await;
     s.origin.set("/m", cc("resource", "max-age=60"));
