@@ -50,8 +50,10 @@ start_origin() {
   wait_200 http://127.0.0.1:19000/api/test
 }
 
-# start_simple_pair GW_PORT BARE_PORT: the gateway with its defaults (one route, one upstream:
-# the origin) and the bare Pingora reference, 2 workers each; sets $GW and $BARE to their PIDs.
+# start_simple_pair GW_PORT BARE_PORT [ROUTE_KEYS]: the gateway with its defaults (one route,
+# one upstream: the origin; ROUTE_KEYS is YAML added to the route, such as
+# "cache: { enabled: true }") and the bare Pingora reference, 2 workers each; sets $GW and
+# $BARE to their PIDs.
 start_simple_pair() {
   cat > "$WORK/gw.yaml" <<YAML
 server: { workers: 2, pid_file: $WORK/gw.pid, upgrade_sock: $WORK/gw.sock,
@@ -63,6 +65,7 @@ routes:
   - name: all
     match: { path_prefix: / }
     upstream: origin
+    ${3:-}
 YAML
   RUST_LOG=warn ./target/release/avx-gateway -c "$WORK/gw.yaml" 2>"$WORK/gw.log" &
   GW=$!
