@@ -76,7 +76,7 @@ impl CacheStore {
         self.eviction.total_items()
     }
 
-    /// Bytes currently stored (bodies and headers, as the eviction manager weighs them).
+    /// What the stored entries weigh against `max_bytes`: an estimate of the memory they hold.
     pub fn bytes(&self) -> usize {
         self.eviction.total_size()
     }

@@ -123,15 +123,26 @@ fn stored_parts(meta: &CacheMeta) -> Result<(Vec<u8>, ResponseHeader)> {
     Ok((internal, parsed.response_header_copy()))
 }
 
-/// What a stored entry weighs: its body, its header as it would go on the wire, and its times.
+/// Resident bytes of one stored header line beyond its name and value: a slot in each of the
+/// header's two maps (values, and the names' original case), their index entries, and the
+/// allocations that hold the value and the case-preserved name. An estimate that matches the
+/// RSS measured per entry (docs/performance.md), so `max_bytes` bounds real memory.
+const HEADER_LINE_BYTES: usize = 200;
+
+/// Resident bytes of an entry beyond its body and header: the entry, its map slot, its key, its
+/// place in the eviction manager and the allocator's share. Calibrated against RSS with
+/// `benches/cache-sizes.sh` (about 2.8 KB per entry of a 102-byte body with six headers).
+const ENTRY_BYTES: usize = 1024;
+
+/// What a stored entry weighs against `max_bytes`: an estimate of the memory it holds.
 fn weigh(entry: &Entry) -> usize {
     let header: usize = entry
         .header
         .headers
         .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .map(|(name, value)| name.as_str().len() + value.len() + HEADER_LINE_BYTES)
         .sum();
-    entry.body.len() + header + entry.internal.len() + entry.primary.len()
+    ENTRY_BYTES + entry.body.len() + header + entry.internal.len() + entry.primary.len()
 }
 
 #[async_trait]

@@ -82,7 +82,10 @@ impl StoreCollector {
                 "Entries evicted from the cache to make room.",
             )?,
             entries: desc("avx_cache_entries", "Entries currently in the cache.")?,
-            bytes: desc("avx_cache_bytes", "Bytes currently held by the cache.")?,
+            bytes: desc(
+                "avx_cache_bytes",
+                "Estimated memory held by the cached entries, as weighed against max_bytes.",
+            )?,
         })
     }
 }
