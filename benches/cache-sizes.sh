@@ -8,7 +8,9 @@
 # drawn from a Zipf(1.0) distribution over --keys keys (benches/zipf.lua), so a few keys are
 # hot and most are cold, as in real traffic. Hit rate = hits / (hits + misses) from the
 # gateway's /metrics; the same run against the gateway without a cache is the baseline for
-# "latency improvement". Loopback only; every process it starts is stopped on exit.
+# "latency improvement". Also printed: the entries stored and what they weigh against
+# `cache.max_bytes` (avx_cache_bytes), beside the peak RSS. Loopback only; every process it
+# starts is stopped on exit.
 set -euo pipefail
 KEYS=100000
 DURATION=15s
@@ -53,17 +55,19 @@ YAML
   wait_port 18201
   KEYS=$KEYS wrk -t1 -c50 -d"$DURATION" --latency -s benches/zipf.lua \
     http://127.0.0.1:18201/api/test > "$WORK/$label.wrk"
-  local hits misses rss
+  local hits misses entries bytes rss
   hits=$(metric 18202 avx_cache_hits_total); misses=$(metric 18202 avx_cache_misses_total)
+  entries=$(metric 18202 avx_cache_entries); bytes=$(metric 18202 avx_cache_bytes)
   rss=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$pid/status")
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  awk -v label="$label" -v hits="${hits:-0}" -v misses="${misses:-0}" -v rss="$rss" '
+  awk -v label="$label" -v hits="${hits:-0}" -v misses="${misses:-0}" -v rss="$rss" \
+    -v entries="${entries:-0}" -v bytes="${bytes:-0}" '
     /Requests\/sec/ {rps=$2}
     /^ +50%/ {p50=$2} /^ +99%/ {p99=$2}
     END {
       total = hits + misses
       rate = total > 0 ? sprintf("%.1f%%", 100 * hits / total) : "-"
-      printf "%-12s %10s req/s  p50 %8s  p99 %8s  hit rate %7s  peak RSS %4s MB\n", label, rps, p50, p99, rate, rss
+      printf "%-12s %10s req/s  p50 %8s  p99 %8s  hit rate %7s  peak RSS %4s MB  entries %6d  weighed %4d MB\n", label, rps, p50, p99, rate, rss, entries, bytes / 1048576
     }' "$WORK/$label.wrk"
 }
 
