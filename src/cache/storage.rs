@@ -41,7 +41,8 @@ struct Entry {
     weight: usize,
 }
 
-type Shard = RwLock<HashMap<HashBinary, Arc<Entry>, ahash::RandomState>>;
+type Map = HashMap<HashBinary, Arc<Entry>, ahash::RandomState>;
+type Shard = RwLock<Map>;
 
 /// The in-memory store behind the response cache.
 pub struct IndexedStorage {
@@ -90,19 +91,13 @@ impl IndexedStorage {
     }
 
     // Nothing panics while holding a shard lock, so a poisoned one still holds a consistent map.
-    fn read(
-        &self,
-        hash: &HashBinary,
-    ) -> RwLockReadGuard<'_, HashMap<HashBinary, Arc<Entry>, ahash::RandomState>> {
+    fn read(&self, hash: &HashBinary) -> RwLockReadGuard<'_, Map> {
         self.shard(hash)
             .read()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(
-        &self,
-        hash: &HashBinary,
-    ) -> RwLockWriteGuard<'_, HashMap<HashBinary, Arc<Entry>, ahash::RandomState>> {
+    fn write(&self, hash: &HashBinary) -> RwLockWriteGuard<'_, Map> {
         self.shard(hash)
             .write()
             .unwrap_or_else(PoisonError::into_inner)
