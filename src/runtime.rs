@@ -85,11 +85,13 @@ impl Runtime {
                 &p.key("compression"),
             )?);
         }
-        let cache = match route_cache.iter().any(Option::is_some) {
-            true => Some(CacheStore::build(&config.cache).map_err(|e| {
+        let cache = if route_cache.iter().any(Option::is_some) {
+            let store = CacheStore::build(&config.cache).map_err(|e| {
                 ConfigError::at(&KeyPath::root().key("cache"), format!("cache: {e}"))
-            })?),
-            false => None,
+            })?;
+            Some(store)
+        } else {
+            None
         };
         let s = &config.server;
         let downstream = DownstreamSettings {
