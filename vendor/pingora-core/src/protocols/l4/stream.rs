@@ -646,9 +646,8 @@ impl Stream {
     /// With the no-steal runtime one worker runs the accept loop, so every accepted socket is
     /// registered with that worker's driver, and the connection is then served on a random
     /// worker. For the connections served elsewhere, each readiness event was dispatched by the
-    /// accepting worker and handed over with an eventfd write and a thread wake-up: at light
-    /// load about 0.25 cross-thread wake-ups per request and a median latency 0.5 ms above
-    /// Pingora with work stealing. The file descriptor stays the same, so digests stay valid.
+    /// accepting worker and handed over with an eventfd write and a thread wake-up (about 0.25
+    /// per request at light load). The file descriptor stays the same, so digests stay valid.
     ///
     /// Call it before any I/O (nothing may be buffered, as for `set_buffer`). On error the
     /// socket is gone and the stream must be dropped unused.
