@@ -111,7 +111,8 @@ impl CacheStore {
     /// Removes the entries (every variant) of one URL.
     pub async fn purge_url(&self, host: &str, path_and_query: &str) -> usize {
         let want = primary_prefix(host, path_and_query);
-        self.purge_where(|p| p == want || p.starts_with(&format!("{want}\0")))
+        let variants = format!("{want}\0");
+        self.purge_where(|p| p == want || p.starts_with(&variants))
             .await
     }
 }
