@@ -829,6 +829,24 @@ async fn successful_unsafe_methods_invalidate_the_url_and_locations() {
     assert_cache(&s.get("/elsewhere").await, "HIT", "after a failed POST");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsafe_request_invalidates_an_ignore_query_entry() {
+    let s = Site::start("{}", "{ enabled: true, key: { ignore_query: true } }").await;
+    s.origin.set("/q", cc("q v1", "max-age=60"));
+    assert_cache(&s.get("/q?a=1").await, "MISS", "first GET");
+    assert_cache(
+        &s.get("/q?b=2").await,
+        "HIT",
+        "another query, the same entry",
+    );
+    s.origin.set("POST /q", Reply::status(201, "created"));
+    assert_eq!(s.req("POST", "/q?a=1", &[]).await.status, 201);
+    s.origin.set("/q", cc("q v2", "max-age=60"));
+    let r = s.get("/q?c=3").await;
+    assert_cache(&r, "MISS", "after the POST");
+    assert_eq!(r.text(), "q v2");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Stale content (RFC 5861)
 // ---------------------------------------------------------------------------------------------
