@@ -297,6 +297,7 @@ impl TransportStack {
             tls: self.tls.clone(),
             l4_buffer: self.l4_buffer,
             pre_tls_callback: self.pre_tls_callback.clone(),
+            accepted_on: std::thread::current().id(),
         })
     }
 
@@ -310,14 +311,19 @@ pub(crate) struct UninitializedStream {
     tls: Option<Arc<Acceptor>>,
     l4_buffer: L4BufferSettings,
     pre_tls_callback: Option<PreTlsCallback>,
+    /// AVX Gateway patch: the thread whose I/O driver registered the socket.
+    accepted_on: std::thread::ThreadId,
 }
 
 impl UninitializedStream {
     pub async fn handshake(mut self) -> Result<Stream> {
         // AVX Gateway patch: on the no-steal runtime (one current-thread runtime per worker)
-        // the socket was registered by the accepting worker; serve its I/O from this one.
-        if tokio::runtime::Handle::current().runtime_flavor()
-            == tokio::runtime::RuntimeFlavor::CurrentThread
+        // the socket was registered by the accepting worker; serve its I/O from this one. On
+        // the accepting worker itself there is nothing to move (and moving would lose tokio's
+        // "ready on accept" mark, making the first read wait for a driver turn).
+        if self.accepted_on != std::thread::current().id()
+            && tokio::runtime::Handle::current().runtime_flavor()
+                == tokio::runtime::RuntimeFlavor::CurrentThread
         {
             self.l4
                 .rebind_to_current_runtime()

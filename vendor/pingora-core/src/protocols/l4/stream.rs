@@ -649,7 +649,9 @@ impl Stream {
     /// accepting worker and handed over with an eventfd write and a thread wake-up (about 0.25
     /// per request at light load). The file descriptor stays the same, so digests stay valid.
     ///
-    /// Call it before any I/O (nothing may be buffered, as for `set_buffer`). On error the
+    /// Call it before any I/O (nothing may be buffered, as for `set_buffer`). The re-registered
+    /// socket loses tokio's "ready on accept" mark, so its first read waits for this worker's
+    /// next driver turn; the caller skips the move on the accepting worker. On error the
     /// socket is gone and the stream must be dropped unused.
     pub(crate) fn rebind_to_current_runtime(&mut self) -> io::Result<()> {
         let Some(stream) = self.stream.take() else {
