@@ -164,7 +164,9 @@ impl RouteCache {
 
     /// The cache key: host and path (and query), then any configured header values.
     ///
-    /// Parts are NUL-separated; NUL cannot occur in a host, a path or a header value.
+    /// Parts are NUL-separated; NUL cannot occur in a host, a path or a header value. A header
+    /// that is present adds `name=values` (repeated lines joined with `,`), an absent one its
+    /// name alone, so absent and empty differ.
     pub fn key(&self, req: &RequestHeader, host: &str) -> CacheKey {
         let pq = if self.ignore_query {
             req.uri.path()
@@ -175,9 +177,9 @@ impl RouteCache {
         for name in &self.include_headers {
             primary.push('\0');
             primary.push_str(name.as_str());
-            primary.push('=');
-            if let Some(v) = req.headers.get(name) {
-                primary.push_str(&String::from_utf8_lossy(v.as_bytes()));
+            for (i, v) in req.headers.get_all(name).iter().enumerate() {
+                primary.push(if i == 0 { '=' } else { ',' });
+                push_key_value(&mut primary, v.as_bytes());
             }
         }
         let hash = hash_key(&primary);
@@ -193,6 +195,23 @@ impl RouteCacheConfig {
         self.key.ignore_query
     }
 }
+
+/// Appends a header value to a key without conflating values: text as is, anything else
+/// (obs-text that is not UTF-8) as hex after a 0x01 marker, a byte no header value may hold.
+fn push_key_value(key: &mut String, value: &[u8]) {
+    match std::str::from_utf8(value) {
+        Ok(text) => key.push_str(text),
+        Err(_) => {
+            key.push('\u{1}');
+            for b in value {
+                key.push(char::from(HEX[usize::from(b >> 4)]));
+                key.push(char::from(HEX[usize::from(b & 0xf)]));
+            }
+        }
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// `host\0path?query`, with the host lower-cased: the part of the key a URL purge matches.
 fn primary_prefix(host: &str, path_and_query: &str) -> String {
@@ -247,5 +266,27 @@ pub fn status_label(phase: &CachePhase) -> &'static str {
         CachePhase::Stale | CachePhase::StaleUpdating => "STALE",
         CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => "REVALIDATED",
         _ => "BYPASS",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::push_key_value;
+
+    #[test]
+    fn key_values_that_are_not_utf8_stay_distinct() {
+        let key = |v: &[u8]| {
+            let mut k = String::new();
+            push_key_value(&mut k, v);
+            k
+        };
+        assert_eq!(key(b"plain"), "plain");
+        assert_eq!(key(b"caf\xe9"), "\u{1}636166e9");
+        assert_ne!(
+            key(b"caf\xe9"),
+            key(b"caf\xe8"),
+            "lossy decoding would merge these"
+        );
+        assert_ne!(key(b"caf\xe9"), key("caf\u{fffd}".as_bytes()));
     }
 }

@@ -547,6 +547,44 @@ async fn vary_keys_entries_by_the_varied_request_headers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn include_headers_key_entries_by_every_value_and_by_absence() {
+    let s = Site::start(
+        "{}",
+        "{ enabled: true, key: { include_headers: [x-tenant] } }",
+    )
+    .await;
+    s.origin.set("/t", cc("t", "max-age=60"));
+    let get = |h: &'static [(&'static str, &'static str)]| s.req("GET", "/t", h);
+    let cases: [(&[(&str, &str)], &str); 5] = [
+        (&[("x-tenant", "a")], "a"),
+        (&[("x-tenant", "b")], "b"),
+        (&[], "absent"),
+        (&[("x-tenant", "")], "empty"),
+        (
+            &[("x-tenant", "a"), ("x-tenant", "b")],
+            "a and b on two lines",
+        ),
+    ];
+    for (headers, what) in cases {
+        assert_cache(
+            &get(headers).await,
+            "MISS",
+            &format!("first GET, tenant {what}"),
+        );
+        assert_cache(
+            &get(headers).await,
+            "HIT",
+            &format!("second GET, tenant {what}"),
+        );
+    }
+    assert_eq!(
+        s.origin.hits("/t"),
+        cases.len(),
+        "one entry per distinct value"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vary_star_is_never_served_from_cache() {
     let s = Site::plain().await;
     s.origin
