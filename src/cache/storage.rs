@@ -9,7 +9,7 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use pingora_cache::eviction::CacheEntryId;
+use pingora_cache::eviction::CacheEntryKey;
 use pingora_cache::key::{CacheHashKey, CompactCacheKey, HashBinary};
 use pingora_cache::storage::{
     HandleHit, HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget,
@@ -39,9 +39,6 @@ struct Entry {
     primary: Box<str>,
     /// What the eviction manager charges for this entry; see [`weigh`].
     weight: usize,
-    /// This fill of the key. The eviction manager tracks entries by key and id, so an eviction
-    /// decided for an older fill cannot remove a newer one that replaced it.
-    id: CacheEntryId,
 }
 
 type Map = HashMap<HashBinary, Arc<Entry>, ahash::RandomState>;
@@ -54,7 +51,6 @@ pub struct IndexedStorage {
     /// deserializes this (cheap) and then swaps in the stored, already parsed header.
     blank_header: Vec<u8>,
     evictions: AtomicU64,
-    next_id: AtomicU64,
 }
 
 impl IndexedStorage {
@@ -67,7 +63,6 @@ impl IndexedStorage {
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
             blank_header,
             evictions: AtomicU64::new(0),
-            next_id: AtomicU64::new(1),
         })
     }
 
@@ -161,7 +156,6 @@ impl Storage for IndexedStorage {
         let hit = Hit {
             end: entry.body.len(),
             weight: entry.weight,
-            id: entry.id,
             body: entry.body.clone(),
             start: 0,
             done: false,
@@ -186,7 +180,6 @@ impl Storage for IndexedStorage {
                 compact: key.to_compact(),
                 primary: String::from_utf8_lossy(key.primary_key()).into(),
                 weight: 0,
-                id: CacheEntryId::new(self.next_id.fetch_add(1, Ordering::Relaxed)),
             },
             body: Vec::new(),
         }))
@@ -198,32 +191,21 @@ impl Storage for IndexedStorage {
         purge_type: PurgeType,
         _trace: &SpanHandle,
     ) -> Result<PurgeOutcome> {
-        let hash = target.key().combined_bin();
-        let removed = {
-            let mut shard = self.write(&hash);
-            let id = shard.get(&hash).map(|e| e.id);
-            match (target, id) {
-                (_, None) => None,
-                // An eviction or purge decided for another fill of this key leaves this one.
-                (PurgeTarget::Exact(exact), Some(id))
-                    if exact.entry_id().is_some_and(|want| want != id) =>
-                {
-                    None
-                }
-                (_, Some(id)) => shard.remove(&hash).map(|_| id),
-            }
-        };
-        let Some(id) = removed else {
+        // Entries carry no entry id, by choice: with ids, every refill of a key would be a new
+        // entry to the eviction manager and the old one would stay counted (in entries and
+        // bytes) until evicted. Without them, an eviction decided just before a refill of the
+        // same key can remove the refill: a spurious miss, nothing worse.
+        if matches!(target, PurgeTarget::Exact(CacheEntryKey::Identified { .. })) {
             return Ok(PurgeOutcome::NotFound);
-        };
+        }
+        let hash = target.key().combined_bin();
+        if self.write(&hash).remove(&hash).is_none() {
+            return Ok(PurgeOutcome::NotFound);
+        }
         if matches!(purge_type, PurgeType::Eviction) {
             self.evictions.fetch_add(1, Ordering::Relaxed);
         }
-        // An exact target already names the entry; an active one learns which fill went.
-        Ok(PurgeOutcome::Purged(match target {
-            PurgeTarget::Active(_) => Some(id),
-            PurgeTarget::Exact(_) => None,
-        }))
+        Ok(PurgeOutcome::Purged(None))
     }
 
     async fn update_meta(
@@ -246,7 +228,6 @@ impl Storage for IndexedStorage {
             compact: slot.compact.clone(),
             primary: slot.primary.clone(),
             weight: slot.weight,
-            id: slot.id,
         });
         Ok(true)
     }
@@ -267,7 +248,6 @@ impl Storage for IndexedStorage {
 struct Hit {
     body: Bytes,
     weight: usize,
-    id: CacheEntryId,
     start: usize,
     end: usize,
     done: bool,
@@ -315,10 +295,6 @@ impl HandleHit for Hit {
         self.weight
     }
 
-    fn entry_id(&self) -> Option<CacheEntryId> {
-        Some(self.id)
-    }
-
     fn as_any(&self) -> &(dyn Any + Send + Sync) {
         self
     }
@@ -358,9 +334,5 @@ impl HandleMiss for Miss {
         let weight = entry.weight;
         storage.insert(hash, entry);
         Ok(MissFinishType::Created(weight))
-    }
-
-    fn entry_id(&self) -> Option<CacheEntryId> {
-        Some(self.entry.id)
     }
 }
