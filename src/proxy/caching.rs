@@ -164,13 +164,12 @@ async fn invalidate_after_unsafe(runtime: &Runtime, session: &Session, resp: &Re
             }
         }
     }
-    // A route with `key.ignore_query` stores the path alone: invalidate that entry too.
-    let paths: Vec<String> = targets
-        .iter()
-        .filter_map(|t| t.split_once('?').map(|(path, _)| path.to_string()))
-        .collect();
-    for t in targets.into_iter().chain(paths) {
-        store.purge_url(host, &t).await;
+    for t in &targets {
+        store.purge_url(host, t).await;
+        // A route with `key.ignore_query` stores the path alone: invalidate that entry too.
+        if let Some((path, _)) = t.split_once('?') {
+            store.purge_url(host, path).await;
+        }
     }
 }
 
