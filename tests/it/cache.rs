@@ -969,7 +969,7 @@ async fn check_stale_if_error(s: Site, v1: Reply) {
 
     // The origin goes away. Raw connections, so that what the gateway does with the
     // connection after a stale answer is seen exactly.
-    s.origin.shut_down();
+    s.origin.shut_down().await;
     let request = format!("GET /sie-down HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
     let mut conn = RawConn::connect(s.gw.addr).await;
     for i in 0..3 {

@@ -232,8 +232,15 @@ impl ScriptedOrigin {
 
     /// Stops listening and drops every open connection; new connections are refused. The
     /// recorded requests stay readable.
-    pub fn shut_down(&self) {
+    ///
+    /// Returns once the accept loop is gone: `abort` only asks, and until the loop's task is
+    /// dropped its connections live on, so a kept-alive connection could still answer the
+    /// caller's next request (seen once in CI as a refetch where a stale answer was due).
+    pub async fn shut_down(&self) {
         self.task.abort();
+        let stopped =
+            super::wait_until(Duration::from_secs(5), || async { self.task.is_finished() }).await;
+        assert!(stopped, "scripted origin still running 5 s after shut_down");
     }
 
     /// Stops listening; connections are refused from now on. Returns the address.
