@@ -846,7 +846,10 @@ impl HttpSession {
         // no need to add these headers to 1xx responses
         if !header.status.is_informational() && self.update_resp_headers {
             /* update headers */
-            header.insert_header(header::DATE, date::get_cached_date())?;
+            // AVX Gateway patch 4: add Date only if absent (RFC 9110 §6.6.1), keep a cached one.
+            if !header.headers.contains_key(header::DATE) {
+                header.insert_header(header::DATE, date::get_cached_date())?;
+            }
 
             // TODO: make these lazy static
             let connection_value = if self.will_keepalive() {
@@ -3316,6 +3319,45 @@ Content-Length: 5\r\n\
         session.set_connection_user_context(Some(Box::new("hello".to_string())));
         session.set_connection_user_context(None);
         assert!(session.take_connection_user_context().is_none());
+    }
+
+    // AVX Gateway patch 4: the value of `name` in a serialized response header.
+    fn wire_header_value(wire: &[u8], name: &str) -> Option<Vec<u8>> {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut resp = httparse::Response::new(&mut headers);
+        assert!(resp.parse(wire).unwrap().is_complete());
+        resp.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value.to_vec())
+    }
+
+    // AVX Gateway patch 4: a Date already in the response is written unchanged.
+    #[tokio::test]
+    async fn write_response_header_keeps_date() {
+        init_log();
+        let date = "Sun, 06 Nov 1994 08:49:37 GMT";
+        for with_date in [true, false] {
+            let mock_io = Builder::new().read(b"GET / HTTP/1.1\r\n\r\n").build();
+            let mut http_stream = HttpSession::new(Box::new(mock_io));
+            http_stream.read_request().await.unwrap();
+            let mut response = ResponseHeader::build(StatusCode::OK, None).unwrap();
+            response.append_header("Content-Length", "0").unwrap();
+            if with_date {
+                response.append_header("Date", date).unwrap();
+            }
+            let (wire, _) = http_stream
+                .prepare_response_header(&mut response)
+                .unwrap()
+                .unwrap();
+            let written = wire_header_value(&wire, "Date").expect("a Date is always written");
+            if with_date {
+                assert_eq!(written, date.as_bytes());
+            } else {
+                assert_ne!(written, date.as_bytes());
+                assert!(httpdate::parse_http_date(str::from_utf8(&written).unwrap()).is_ok());
+            }
+        }
     }
 }
 

@@ -639,7 +639,10 @@ impl HttpSession {
         }
 
         /* update headers */
-        header.insert_header(header::DATE, get_cached_date())?;
+        // AVX Gateway patch 4: add Date only if absent (RFC 9110 §6.6.1), keep a cached one.
+        if !header.headers.contains_key(header::DATE) {
+            header.insert_header(header::DATE, get_cached_date())?;
+        }
 
         // remove other h1 hop headers that cannot be present in H2
         // https://httpwg.org/specs/rfc7540.html#n-connection-specific-header-fields
@@ -2086,5 +2089,57 @@ mod test {
             // ensure no panics
             assert!(handle.await.is_ok());
         }
+    }
+
+    // AVX Gateway patch 4: a Date already in the response is sent unchanged, and one without a
+    // Date gets one.
+    #[tokio::test]
+    async fn test_write_response_header_keeps_date() {
+        const DATE: &str = "Sun, 06 Nov 1994 08:49:37 GMT";
+        let (client, server) = duplex(65536);
+
+        let client_task = tokio::spawn(async move {
+            let (h2, connection) = h2::client::handshake(client).await.unwrap();
+            tokio::spawn(async move {
+                connection.await.unwrap();
+            });
+            let mut dates = vec![];
+            for path in ["/with-date", "/without-date"] {
+                let mut h2 = h2.clone().ready().await.unwrap();
+                let request = Request::builder()
+                    .method(Method::GET)
+                    .uri(format!("https://www.example.com{path}"))
+                    .body(())
+                    .unwrap();
+                let (response, _) = h2.send_request(request, true).unwrap();
+                let head = response.await.unwrap().into_parts().0;
+                dates.push(head.headers.get(header::DATE).cloned());
+            }
+            dates
+        });
+
+        let mut connection = handshake(Box::new(server), None).await.unwrap();
+        let digest = Arc::new(Digest::default());
+        // the connection ends once the client has read both responses
+        while let Some(accepted) = HttpSession::from_h2_conn(&mut connection, digest.clone())
+            .await
+            .unwrap()
+        {
+            let H2Accept::Session(mut http) = accepted else {
+                continue;
+            };
+            let mut response = ResponseHeader::build(200, None).unwrap();
+            if http.req_header().uri.path() == "/with-date" {
+                response.insert_header(header::DATE, DATE).unwrap();
+            }
+            http.write_response_header(Box::new(response), true)
+                .unwrap();
+        }
+        let dates = client_task.await.unwrap();
+
+        assert_eq!(dates[0].as_ref().unwrap(), DATE);
+        let added = dates[1].as_ref().expect("a Date is added");
+        assert_ne!(added, DATE);
+        assert!(httpdate::parse_http_date(added.to_str().unwrap()).is_ok());
     }
 }
