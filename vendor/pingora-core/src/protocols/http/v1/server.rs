@@ -843,6 +843,27 @@ impl HttpSession {
             self.set_keepalive(None);
         }
 
+        // AVX Gateway patch 5: no Transfer-Encoding to an HTTP/1.0 client (RFC 9112 §6.1).
+        // An unsized body is then close-delimited, so keep-alive is off before `Connection` is set.
+        if !header.status.is_informational()
+            && self
+                .request_header
+                .as_ref()
+                .is_some_and(|req| req.version < Version::HTTP_11)
+        {
+            if header.remove_header(&TRANSFER_ENCODING).is_some() {
+                // Content-Length is not to be trusted next to Transfer-Encoding (RFC 9112 §6.3)
+                header.remove_header(&CONTENT_LENGTH);
+            }
+            let no_body = matches!(
+                header.status,
+                http::StatusCode::NO_CONTENT | http::StatusCode::NOT_MODIFIED
+            ) || self.get_method() == Some(&Method::HEAD);
+            if !no_body && !header.headers.contains_key(CONTENT_LENGTH) {
+                self.set_keepalive(None);
+            }
+        }
+
         // no need to add these headers to 1xx responses
         if !header.status.is_informational() && self.update_resp_headers {
             /* update headers */
@@ -3358,6 +3379,72 @@ Content-Length: 5\r\n\
                 assert!(httpdate::parse_http_date(str::from_utf8(&written).unwrap()).is_ok());
             }
         }
+    }
+
+    // AVX Gateway patch 5: an HTTP/1.0 client gets no chunked framing: the body is
+    // close-delimited and the header says `Connection: close`, even if it asked for keep-alive.
+    #[tokio::test]
+    async fn write_response_http10_not_chunked() {
+        init_log();
+        let read_wire = b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
+        let wire_header = b"HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\
+Connection: close\r\n\r\n";
+        let wire_body = b"abc";
+        let mock_io = Builder::new()
+            .read(read_wire)
+            .write(wire_header)
+            .write(wire_body)
+            .build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.read_request().await.unwrap();
+        assert!(http_stream.will_keepalive());
+        let mut response = ResponseHeader::build(StatusCode::OK, None).unwrap();
+        response
+            .append_header("Date", "Sun, 06 Nov 1994 08:49:37 GMT")
+            .unwrap();
+        response
+            .append_header("Transfer-Encoding", "chunked")
+            .unwrap();
+        http_stream
+            .write_response_header(Box::new(response))
+            .await
+            .unwrap();
+        assert_eq!(http_stream.body_writer.body_mode, BodyMode::UntilClose(0));
+        assert!(!http_stream.will_keepalive());
+        http_stream.write_body(wire_body).await.unwrap();
+        http_stream.finish_body().await.unwrap();
+    }
+
+    // AVX Gateway patch 5: an HTTP/1.0 keep-alive client answered with a Content-Length stays
+    // kept alive.
+    #[tokio::test]
+    async fn write_response_http10_keepalive_with_content_length() {
+        init_log();
+        let read_wire = b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
+        let wire_header = b"HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\
+Content-Length: 3\r\nConnection: keep-alive\r\n\r\n";
+        let mock_io = Builder::new()
+            .read(read_wire)
+            .write(wire_header)
+            .write(b"abc")
+            .build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.read_request().await.unwrap();
+        let mut response = ResponseHeader::build(StatusCode::OK, None).unwrap();
+        response
+            .append_header("Date", "Sun, 06 Nov 1994 08:49:37 GMT")
+            .unwrap();
+        response.append_header("Content-Length", "3").unwrap();
+        http_stream
+            .write_response_header(Box::new(response))
+            .await
+            .unwrap();
+        assert_eq!(
+            http_stream.body_writer.body_mode,
+            BodyMode::ContentLength(3, 0)
+        );
+        http_stream.write_body(b"abc").await.unwrap();
+        assert!(http_stream.will_keepalive());
     }
 }
 
