@@ -395,6 +395,26 @@ impl Session {
         }
     }
 
+    // AVX Gateway patch 6: a deadline for the whole request header (slowloris).
+    /// Sets how long reading one HTTP/1.x request header may take as a whole, see
+    /// [`SessionV1::set_header_read_timeout()`].
+    ///
+    /// This is a noop for h2, subrequest and custom sessions.
+    pub fn set_header_read_timeout(&mut self, timeout: Option<Duration>) {
+        if let Self::H1(s) = self {
+            s.set_header_read_timeout(timeout);
+        }
+    }
+
+    /// Gets the timeout of a whole request header. `None` for h2, subrequest and custom sessions.
+    pub fn get_header_read_timeout(&self) -> Option<Duration> {
+        if let Self::H1(s) = self {
+            s.get_header_read_timeout()
+        } else {
+            None
+        }
+    }
+
     /// Sets the downstream write timeout. This will trigger if we're unable
     /// to write to the stream after `timeout`. If a `min_send_rate` is
     /// configured then the `min_send_rate` calculated timeout has higher priority.

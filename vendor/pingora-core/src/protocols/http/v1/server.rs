@@ -29,7 +29,7 @@ use pingora_timeout::timeout;
 use regex::bytes::Regex;
 use std::any::Any;
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::body::{BodyReader, BodyWriter};
@@ -103,6 +103,10 @@ pub struct HttpSession {
     keepalive_timeout: KeepaliveStatus,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
+    // AVX Gateway patch 6: a deadline for the whole request header (slowloris).
+    /// How long reading one request header may take as a whole, see
+    /// [`Self::set_header_read_timeout`].
+    header_read_timeout: Option<Duration>,
     /// How long to wait to make downstream session reusable, if body needs to be drained.
     total_drain_timeout: Option<Duration>,
     /// A copy of the response that is already written to the client
@@ -188,6 +192,7 @@ impl HttpSession {
             request_header: None,
             read_timeout: Some(Duration::from_secs(60)),
             write_timeout: None,
+            header_read_timeout: None, // AVX Gateway patch 6: per-read timeouts only
             total_drain_timeout: None,
             body_bytes_sent: 0,
             body_bytes_read: 0,
@@ -272,6 +277,35 @@ impl HttpSession {
         }
     }
 
+    // AVX Gateway patch 6: a read of the request header that may not wait past `deadline`.
+    async fn read_request_buf_before(
+        &mut self,
+        buf: &mut BytesMut,
+        already_read: usize,
+        deadline: Option<(Instant, Duration)>,
+    ) -> Result<Option<usize>> {
+        let Some((deadline, t)) = deadline else {
+            return self.read_request_buf(buf, already_read).await;
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        match timeout(left, self.read_request_buf(buf, already_read)).await {
+            Ok(res) => res,
+            Err(e) => {
+                debug!("header read timeout {t:?} reached, {e}");
+                Error::e_explain(
+                    ReadTimedout,
+                    format!("reading request header, timeout: {t:?}"),
+                )
+            }
+        }
+    }
+
+    // AVX Gateway patch 6: the deadline of a request header whose reading starts now.
+    fn header_read_deadline(&self) -> Option<(Instant, Duration)> {
+        let t = self.header_read_timeout?;
+        Some((Instant::now().checked_add(t)?, t))
+    }
+
     /// Read the request header. Return `Ok(Some(n))` where the read and parsing are successful.
     /// Return `Ok(None)` when the client closed the connection without sending any data, which
     /// is common on a reused connection.
@@ -304,6 +338,14 @@ impl HttpSession {
         let mut already_read = buf.len();
         let mut skip_next_read = already_read != 0;
         let mut detached_suffix = None;
+        // AVX Gateway patch 6: bound the whole header, not each read. On a kept-alive connection
+        // the deadline starts with the request's first bytes; the idle wait keeps its own timeout.
+        let mut header_deadline =
+            if already_read > 0 || self.keepalive_timeout == KeepaliveStatus::Off {
+                self.header_read_deadline()
+            } else {
+                None
+            };
         loop {
             if already_read > MAX_HEADER_SIZE {
                 /* NOTE: this check only blocks second read. The first large read is allowed
@@ -323,8 +365,13 @@ impl HttpSession {
             // this request and is waiting for our response).
             if skip_next_read {
                 skip_next_read = false;
-            } else if let Some(n) = self.read_request_buf(&mut buf, already_read).await? {
+            } else if let Some(n) = self
+                .read_request_buf_before(&mut buf, already_read, header_deadline)
+                .await?
+            {
                 already_read += n;
+                // AVX Gateway patch 6: the first bytes of the request start its deadline.
+                header_deadline = header_deadline.or_else(|| self.header_read_deadline());
             } else {
                 return Ok(None);
             }
@@ -1361,6 +1408,24 @@ impl HttpSession {
     /// Gets the downstream read timeout.
     pub fn get_read_timeout(&self) -> Option<Duration> {
         self.read_timeout
+    }
+
+    // AVX Gateway patch 6: a deadline for the whole request header (slowloris).
+    /// Sets how long reading one request header may take as a whole.
+    ///
+    /// The read timeout (or the keepalive timeout) applies to each read, so a client that sends
+    /// the header a byte at a time never trips it. When set, [`Self::read_request()`] fails with
+    /// `ReadTimedout` once the header is still incomplete after `timeout`. The time starts when
+    /// [`Self::read_request()`] starts on a session that is not kept alive, and when the first
+    /// bytes of the request arrive on a kept-alive one, whose idle wait for them stays bounded by
+    /// the keepalive timeout. `None` (the default) leaves only the per-read timeouts.
+    pub fn set_header_read_timeout(&mut self, timeout: Option<Duration>) {
+        self.header_read_timeout = timeout;
+    }
+
+    /// Gets the timeout of a whole request header, see [`Self::set_header_read_timeout()`].
+    pub fn get_header_read_timeout(&self) -> Option<Duration> {
+        self.header_read_timeout
     }
 
     /// Sets the downstream write timeout. This will trigger if we're unable
@@ -3445,6 +3510,71 @@ Content-Length: 3\r\nConnection: keep-alive\r\n\r\n";
         );
         http_stream.write_body(b"abc").await.unwrap();
         assert!(http_stream.will_keepalive());
+    }
+
+    // AVX Gateway patch 6: every wait is shorter than the header timeout, together they are
+    // longer, so the header times out, also on a kept-alive connection after an idle wait.
+    #[rstest]
+    #[case::new_connection(None, Duration::ZERO)]
+    #[case::kept_alive(Some(60), Duration::from_millis(400))]
+    #[tokio::test]
+    #[should_panic(expected = "There is still data left to read.")]
+    async fn read_request_header_read_timeout(
+        #[case] keepalive: Option<u64>,
+        #[case] idle: Duration,
+    ) {
+        init_log();
+        let mock_io = Builder::new()
+            .wait(idle)
+            .read(b"GET / HTTP/1.1\r\n")
+            .wait(Duration::from_millis(200))
+            .read(b"Host: pingora.org\r\n")
+            .wait(Duration::from_millis(200))
+            .read(b"\r\n")
+            .build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.set_keepalive(keepalive);
+        http_stream.set_header_read_timeout(Some(Duration::from_millis(300)));
+        let e = http_stream.read_request().await.unwrap_err();
+        assert_eq!(e.etype(), &ReadTimedout);
+    }
+
+    // AVX Gateway patch 6: a header completed within the header timeout parses, and on a
+    // kept-alive connection the idle wait before its first bytes does not count.
+    #[rstest]
+    #[case::new_connection(None, Duration::ZERO)]
+    #[case::kept_alive(Some(60), Duration::from_millis(400))]
+    #[tokio::test]
+    async fn read_request_within_header_read_timeout(
+        #[case] keepalive: Option<u64>,
+        #[case] idle: Duration,
+    ) {
+        init_log();
+        let mock_io = Builder::new()
+            .wait(idle)
+            .read(b"GET / HTTP/1.1\r\n")
+            .wait(Duration::from_millis(100))
+            .read(b"Host: pingora.org\r\n")
+            .wait(Duration::from_millis(100))
+            .read(b"\r\n")
+            .build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.set_keepalive(keepalive);
+        http_stream.set_header_read_timeout(Some(Duration::from_millis(300)));
+        let n = http_stream.read_request().await.unwrap().unwrap();
+        assert_eq!(n, b"GET / HTTP/1.1\r\nHost: pingora.org\r\n\r\n".len());
+    }
+
+    // AVX Gateway patch 6: a pipelined prefix holding a whole header parses without a read,
+    // however short the header timeout.
+    #[tokio::test]
+    async fn read_pipelined_request_ignores_header_read_timeout() {
+        init_log();
+        let mock_io = Builder::new().build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.set_header_read_timeout(Some(Duration::ZERO));
+        http_stream.set_pipelined_prefix(BytesMut::from(&b"GET / HTTP/1.1\r\n\r\n"[..]));
+        assert!(http_stream.read_request().await.unwrap().is_some());
     }
 }
 
