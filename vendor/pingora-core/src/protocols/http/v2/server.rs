@@ -289,6 +289,9 @@ pub struct HttpSession {
     /// The timeout is reset on every write. This is not a timeout on the overall duration of the
     /// response.
     pub write_timeout: Option<Duration>,
+    // AVX Gateway patch 7: a stalled request body times out (408) like HTTP/1's.
+    /// The read timeout which will be applied to each wait for a request body DATA frame.
+    read_timeout: Option<Duration>,
     // How long to wait when draining (discarding) request body
     total_drain_timeout: Option<Duration>,
 }
@@ -498,6 +501,7 @@ impl HttpSession {
             retry_buffer: None,
             digest,
             write_timeout: None,
+            read_timeout: None, // AVX Gateway patch 7: no timeout unless set
             total_drain_timeout: None,
         })))
     }
@@ -520,8 +524,20 @@ impl HttpSession {
 
     /// Read request body bytes. `None` when there is no more body to read.
     pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
-        // TODO: timeout
-        let data = self.request_body_reader.data().await.transpose().or_err(
+        // AVX Gateway patch 7: each wait for a DATA frame is bounded by the read timeout.
+        let data = match self.read_timeout {
+            Some(t) => match timeout(t, self.request_body_reader.data()).await {
+                Ok(res) => res,
+                Err(_) => {
+                    return Error::e_explain(
+                        ErrorType::ReadTimedout,
+                        format!("reading body, timeout: {t:?}"),
+                    )
+                }
+            },
+            None => self.request_body_reader.data().await,
+        };
+        let data = data.transpose().or_err(
             ErrorType::ReadError,
             "while reading downstream request body",
         )?;
@@ -585,6 +601,19 @@ impl HttpSession {
             },
             None => self.do_drain_request_body().await,
         }
+    }
+
+    // AVX Gateway patch 7: a stalled request body times out (408) like HTTP/1's.
+    /// Sets the downstream read timeout. This will trigger if no request body data arrives
+    /// within `timeout` while [`Self::read_body_bytes()`] waits for it. `None` (the default)
+    /// waits forever.
+    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
+        self.read_timeout = timeout;
+    }
+
+    /// Get the read timeout.
+    pub fn get_read_timeout(&self) -> Option<Duration> {
+        self.read_timeout
     }
 
     /// Sets the downstream write timeout. This will trigger if we're unable
@@ -2141,5 +2170,68 @@ mod test {
         let added = dates[1].as_ref().expect("a Date is added");
         assert_ne!(added, DATE);
         assert!(httpdate::parse_http_date(added.to_str().unwrap()).is_ok());
+    }
+
+    // AVX Gateway patch 7: a request body that stalls times out with ReadTimedout, and a DATA
+    // frame that arrives within the read timeout is read.
+    #[tokio::test]
+    async fn test_read_body_timeout() {
+        let (client, server) = duplex(65536);
+        let (go_tx, go_rx) = oneshot::channel::<()>();
+
+        let client_task = tokio::spawn(async move {
+            let (h2, connection) = h2::client::handshake(client).await.unwrap();
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            let mut h2 = h2.ready().await.unwrap();
+            let request = Request::builder()
+                .method(Method::POST)
+                .uri("https://www.example.com/")
+                .body(())
+                .unwrap();
+            // announce a body, then stall until the server has timed out once
+            let (response, mut req_body) = h2.send_request(request, false).unwrap();
+            go_rx.await.unwrap();
+            req_body.send_data("abc".into(), true).unwrap();
+            let head = response.await.unwrap().into_parts().0;
+            assert_eq!(head.status, 200);
+        });
+
+        let mut connection = handshake(Box::new(server), None).await.unwrap();
+        let digest = Arc::new(Digest::default());
+        let Some(H2Accept::Session(http)) =
+            HttpSession::from_h2_conn(&mut connection, digest.clone())
+                .await
+                .unwrap()
+        else {
+            panic!("expected a session");
+        };
+        let session_task = tokio::spawn(async move {
+            assert_eq!(http.get_read_timeout(), None);
+            // set through `ServerSession`, which no longer ignores it for h2
+            let mut session = crate::protocols::http::ServerSession::new_http2(http);
+            session.set_read_timeout(Some(Duration::from_millis(200)));
+            assert_eq!(session.get_read_timeout(), Some(Duration::from_millis(200)));
+            let err = session.read_request_body().await.unwrap_err();
+            assert_eq!(err.etype(), &ErrorType::ReadTimedout);
+
+            go_tx.send(()).unwrap();
+            let body = session.read_request_body().await.unwrap().unwrap();
+            assert_eq!(body, "abc");
+            let response = ResponseHeader::build(200, None).unwrap();
+            session
+                .write_response_header(Box::new(response))
+                .await
+                .unwrap();
+            session.finish_body().await.unwrap();
+        });
+        // drive the connection until the client is done
+        while let Some(_accepted) = HttpSession::from_h2_conn(&mut connection, digest.clone())
+            .await
+            .unwrap()
+        {}
+        session_task.await.unwrap();
+        client_task.await.unwrap();
     }
 }
