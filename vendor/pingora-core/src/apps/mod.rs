@@ -20,9 +20,11 @@ use crate::server::ShutdownWatch;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use log::{debug, error};
+use pingora_timeout::timeout;
 use std::any::Any;
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::protocols::http::v2::server;
 use crate::protocols::http::{ReusableHttpStream, ServerSession};
@@ -89,6 +91,37 @@ pub struct HttpServerOptions {
     ///
     /// Default: `None`
     pub h2_idle_timeout: Option<Duration>,
+
+    // AVX Gateway patch 8: a client that never sends the h2c preface or finishes the h2
+    // handshake is closed instead of holding its connection open.
+    /// If set, bound the time from the connection's establishment until the h2c preface has been
+    /// peeked and, for HTTP/2 (h2c or ALPN `h2`), the HTTP/2 handshake has completed. A
+    /// connection that has not got that far in time is closed.
+    ///
+    /// Default: `None`
+    pub handshake_timeout: Option<Duration>,
+}
+
+// AVX Gateway patch 8: when a handshake that had `handshake_timeout` since the connection's
+// establishment (or since now, when that is unknown or in the future) runs out.
+fn deadline_since_established(stream: &Stream, handshake_timeout: Duration) -> Option<Instant> {
+    let elapsed = stream
+        .get_timing_digest()
+        .first()
+        .and_then(|digest| digest.as_ref())
+        .and_then(|digest| digest.established_ts.elapsed().ok())
+        .unwrap_or_default();
+    Instant::now().checked_add(handshake_timeout.saturating_sub(elapsed))
+}
+
+// AVX Gateway patch 8: `fut`'s output, or `None` once `deadline` has passed.
+async fn before_deadline<F: Future>(deadline: Option<Instant>, fut: F) -> Option<F::Output> {
+    match deadline {
+        Some(deadline) => timeout(deadline.saturating_duration_since(Instant::now()), fut)
+            .await
+            .ok(),
+        None => Some(fut.await),
+    }
 }
 
 /// Settings persisted across HTTP/1.x keepalive requests on the same downstream connection.
@@ -273,6 +306,11 @@ where
             .as_ref()
             .map_or(false, |o| o.force_custom);
 
+        // AVX Gateway patch 8: the h2c preface peek and the h2 handshake share one deadline.
+        let handshake_timeout = self.server_options().and_then(|o| o.handshake_timeout);
+        let handshake_deadline =
+            handshake_timeout.and_then(|t| deadline_since_established(&stream, t));
+
         // h2c is for cleartext connections; on TLS, ALPN handles protocol negotiation.
         // Otherwise, h2c stays true on TLS streams, forcing HTTP/1.1 clients into HTTP/2
         if stream.get_ssl_digest().is_some() {
@@ -281,9 +319,13 @@ where
         // try to read h2 preface
         else if h2c && !custom {
             let mut buf = [0u8; H2_PREFACE.len()];
-            let peeked = stream
-                .try_peek(&mut buf)
-                .await
+            let Some(peeked) = before_deadline(handshake_deadline, stream.try_peek(&mut buf)).await
+            else {
+                // client-caused, so not logged above debug
+                debug!("h2c preface not received within handshake timeout {handshake_timeout:?}");
+                return None;
+            };
+            let peeked = peeked
                 .map_err(|e| {
                     // this error is normal when h1 reuse and close the connection
                     debug!("Read error while peeking h2c preface {e}");
@@ -307,12 +349,19 @@ where
             });
 
             let h2_options = self.h2_options();
-            let h2_conn = match server::handshake(stream, h2_options).await {
-                Err(e) => {
+            let handshake = server::handshake(stream, h2_options);
+            // AVX Gateway patch 8: the h2 handshake ends by the same deadline as the peek.
+            let h2_conn = match before_deadline(handshake_deadline, handshake).await {
+                None => {
+                    // client-caused, so not logged above debug
+                    debug!("H2 handshake not done within handshake timeout {handshake_timeout:?}");
+                    return None;
+                }
+                Some(Err(e)) => {
                     error!("H2 handshake error {e}");
                     return None;
                 }
-                Ok(c) => c,
+                Some(Ok(c)) => c,
             };
 
             // The accept-loop body — including the graceful-shutdown state
@@ -378,6 +427,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::SystemTime;
     use tokio_test::io::Builder;
 
     #[test]
@@ -425,5 +476,110 @@ mod tests {
         assert!(session2.take_connection_user_context().is_none());
         // Keepalive should still work
         assert_eq!(session2.get_keepalive(), Some(30));
+    }
+
+    // AVX Gateway patch 8: an h2c app that counts the sessions it is handed.
+    struct H2cApp {
+        options: HttpServerOptions,
+        sessions: AtomicUsize,
+    }
+
+    impl H2cApp {
+        fn new(handshake_timeout: Duration) -> Arc<Self> {
+            Arc::new(H2cApp {
+                options: HttpServerOptions {
+                    h2c: true,
+                    handshake_timeout: Some(handshake_timeout),
+                    ..Default::default()
+                },
+                sessions: AtomicUsize::new(0),
+            })
+        }
+    }
+
+    #[async_trait]
+    impl HttpServerApp for H2cApp {
+        async fn process_new_http(
+            self: &Arc<Self>,
+            _session: ServerSession,
+            _shutdown: &ShutdownWatch,
+        ) -> Option<ReusedHttpStream> {
+            self.sessions.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+
+        fn server_options(&self) -> Option<&HttpServerOptions> {
+            Some(&self.options)
+        }
+    }
+
+    // AVX Gateway patch 8: a client that sends nothing is closed once the handshake timeout,
+    // counted from the connection's establishment, has passed.
+    #[tokio::test]
+    async fn test_handshake_timeout_h2c_preface() {
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let mut stream =
+            crate::protocols::l4::stream::Stream::from(listener.accept().await.unwrap().0);
+        // established 10 s ago: the 5 s handshake timeout is already over
+        stream.established_ts = SystemTime::now() - Duration::from_secs(10);
+
+        let app = H2cApp::new(Duration::from_secs(5));
+        let started = Instant::now();
+        let res = tokio::time::timeout(
+            Duration::from_secs(3),
+            app.process_new(Box::new(stream), &shutdown),
+        )
+        .await
+        .expect("the peek is bounded by the handshake timeout");
+        assert!(res.is_none());
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(app.sessions.load(Ordering::Relaxed), 0);
+    }
+
+    // AVX Gateway patch 8: the h2 handshake is bounded too (a duplex stream cannot be peeked,
+    // so it goes straight to the handshake).
+    #[tokio::test]
+    async fn test_handshake_timeout_h2_handshake() {
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        let (_client, server) = tokio::io::duplex(65536);
+        let app = H2cApp::new(Duration::from_millis(200));
+        let res = tokio::time::timeout(
+            Duration::from_secs(3),
+            app.process_new(Box::new(server), &shutdown),
+        )
+        .await
+        .expect("the h2 handshake is bounded by the handshake timeout");
+        assert!(res.is_none());
+        assert_eq!(app.sessions.load(Ordering::Relaxed), 0);
+    }
+
+    // AVX Gateway patch 8: a client that completes the handshake in time is served.
+    #[tokio::test]
+    async fn test_handshake_timeout_h2_served() {
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        let (client, server) = tokio::io::duplex(65536);
+        let client_task = tokio::spawn(async move {
+            let (h2, connection) = h2::client::handshake(client).await.unwrap();
+            let connection = tokio::spawn(connection);
+            let mut h2 = h2.ready().await.unwrap();
+            let request = http::Request::builder()
+                .uri("https://www.example.com/")
+                .body(())
+                .unwrap();
+            let (response, _) = h2.send_request(request, true).unwrap();
+            // the app answers nothing, so the stream is reset
+            let _ = response.await;
+            drop(h2);
+            let _ = connection.await;
+        });
+        let app = H2cApp::new(Duration::from_millis(500));
+        let res = app.process_new(Box::new(server), &shutdown).await;
+        assert!(res.is_none());
+        client_task.await.unwrap();
+        assert_eq!(app.sessions.load(Ordering::Relaxed), 1);
     }
 }
