@@ -37,11 +37,82 @@ use pingora_error::Result;
 use pingora_runtime::current_handle;
 use pingora_timeout::timeout;
 use std::fs::Permissions;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Override the runtime options used to run a listening service.
 pub type RuntimeOptsOverride = Arc<dyn Fn(&RuntimeOpts) -> Option<RuntimeOpts> + Send + Sync>;
+
+// AVX Gateway patch 9: the TLS/L4 handshake timeout Pingora hard-codes, now the default.
+const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+
+// AVX Gateway patch 9: a cap on the connections open at once, which services can share.
+/// A cap on the number of downstream connections open at once.
+///
+/// Set it on one or more [`Service`]s with [`Service::set_connection_limit()`]; services given
+/// the same `Arc` share the cap. Every accepted connection takes a [`ConnectionPermit`] and holds
+/// it until the connection is closed (through its handshake, every keepalive request and every
+/// HTTP/2 stream). A connection accepted while the cap is reached is closed at once.
+#[derive(Debug)]
+pub struct ConnectionLimit {
+    max: usize,
+    open: AtomicUsize,
+    rejected: AtomicU64,
+}
+
+impl ConnectionLimit {
+    /// Create a limit of `max` connections open at once.
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(ConnectionLimit {
+            max,
+            open: AtomicUsize::new(0),
+            rejected: AtomicU64::new(0),
+        })
+    }
+
+    /// The maximum number of connections open at once.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// The number of connections open now, i.e. of [`ConnectionPermit`]s not yet dropped.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// The number of connections refused so far because the limit was reached.
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Take a permit for one more connection. Return `None`, and count a rejection, when `max`
+    /// connections are already open.
+    pub fn try_acquire(self: &Arc<Self>) -> Option<ConnectionPermit> {
+        let acquired = self
+            .open
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
+                (open < self.max).then_some(open + 1)
+            })
+            .is_ok();
+        if acquired {
+            Some(ConnectionPermit(self.clone()))
+        } else {
+            self.rejected.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+/// One open connection's share of a [`ConnectionLimit`], given back when dropped.
+#[derive(Debug)]
+pub struct ConnectionPermit(Arc<ConnectionLimit>);
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// The type of service that is associated with a list of listening endpoints and a particular application
 pub struct Service<A> {
@@ -53,6 +124,9 @@ pub struct Service<A> {
     runtime_opts_override: Option<RuntimeOptsOverride>,
     #[cfg(feature = "connection_filter")]
     connection_filter: Arc<dyn ConnectionFilter>,
+    // AVX Gateway patch 9: a configurable handshake timeout and a connection cap.
+    handshake_timeout: Duration,
+    connection_limit: Option<Arc<ConnectionLimit>>,
 }
 
 impl<A> Service<A> {
@@ -66,6 +140,8 @@ impl<A> Service<A> {
             runtime_opts_override: None,
             #[cfg(feature = "connection_filter")]
             connection_filter: Arc::new(AcceptAllFilter),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT, // AVX Gateway patch 9
+            connection_limit: None,
         }
     }
 
@@ -80,6 +156,8 @@ impl<A> Service<A> {
             runtime_opts_override: None,
             #[cfg(feature = "connection_filter")]
             connection_filter: Arc::new(AcceptAllFilter),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT, // AVX Gateway patch 9
+            connection_limit: None,
         }
     }
 
@@ -88,6 +166,22 @@ impl<A> Service<A> {
     /// Returning [`None`] from the override uses the global runtime options.
     pub fn set_runtime_opts_override(&mut self, override_fn: RuntimeOptsOverride) {
         self.runtime_opts_override = Some(override_fn);
+    }
+
+    // AVX Gateway patch 9: a configurable handshake timeout and a connection cap.
+    /// Set how long the transport handshake (e.g. TLS) of an accepted connection may take.
+    ///
+    /// A connection that has not finished it in time is closed. Default: 60 seconds.
+    pub fn set_handshake_timeout(&mut self, timeout: Duration) {
+        self.handshake_timeout = timeout;
+    }
+
+    /// Cap the connections of this service that are open at once, see [`ConnectionLimit`].
+    ///
+    /// Services given the same `limit` share it. A connection accepted while the cap is reached
+    /// is closed at once, before its handshake.
+    pub fn set_connection_limit(&mut self, limit: Arc<ConnectionLimit>) {
+        self.connection_limit = Some(limit);
     }
 
     /// Set a custom connection filter for this service.
@@ -203,6 +297,9 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
         app_logic: Arc<A>,
         mut stack: TransportStack,
         mut shutdown: ShutdownWatch,
+        // AVX Gateway patch 9: see `Service::set_handshake_timeout/set_connection_limit()`
+        handshake_timeout: Duration,
+        connection_limit: Option<Arc<ConnectionLimit>>,
     ) {
         // the accept loop, until the system is shutting down
         loop {
@@ -227,11 +324,29 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
             };
             match new_io {
                 Ok(io) => {
+                    // AVX Gateway patch 9: over the cap, close the connection at once; else hold
+                    // a permit for the connection's whole life.
+                    let permit = match &connection_limit {
+                        Some(limit) => match limit.try_acquire() {
+                            Some(permit) => Some(permit),
+                            None => {
+                                debug!(
+                                    "Connection limit {} reached, closing connection from {:?}",
+                                    limit.max(),
+                                    io.peer_addr()
+                                );
+                                drop(io);
+                                continue;
+                            }
+                        },
+                        None => None,
+                    };
                     let app = app_logic.clone();
                     let shutdown = shutdown.clone();
                     current_handle().spawn(async move {
+                        let _permit = permit; // AVX Gateway patch 9: until the connection closes
                         let peer_addr = io.peer_addr();
-                        match timeout(Duration::from_secs(60), io.handshake()).await {
+                        match timeout(handshake_timeout, io.handshake()).await {
                             Ok(handshake) => {
                                 match handshake {
                                     Ok(io) => Self::handle_event(io, app, shutdown).await,
@@ -246,7 +361,8 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                                 }
                             }
                             Err(_) => {
-                                error!("Downstream handshake timeout");
+                                // AVX Gateway patch 9: client-caused, so not logged above debug
+                                debug!("Downstream handshake timeout from {peer_addr:?}");
                             }
                         }
                     });
@@ -305,9 +421,19 @@ impl<A: ServerApp + Send + Sync + 'static> ServiceTrait for Service<A> {
                 let shutdown = shutdown.clone();
                 let my_app_logic = app_logic.clone();
                 let endpoint = endpoint.clone();
+                // AVX Gateway patch 9
+                let handshake_timeout = self.handshake_timeout;
+                let connection_limit = self.connection_limit.clone();
 
                 let jh = runtime.spawn(async move {
-                    Self::run_endpoint(my_app_logic, endpoint, shutdown).await;
+                    Self::run_endpoint(
+                        my_app_logic,
+                        endpoint,
+                        shutdown,
+                        handshake_timeout,
+                        connection_limit,
+                    )
+                    .await;
                 });
 
                 handlers.push(jh);
@@ -335,5 +461,121 @@ impl<A: ServerApp + Send + Sync + 'static> ServiceTrait for Service<A> {
 
     fn listen_addresses(&self) -> Option<Vec<String>> {
         Some(self.listeners.addresses())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // AVX Gateway patch 9: permits up to `max`, a rejection counted beyond it, a drop releases.
+    #[test]
+    fn test_connection_limit_counts() {
+        let limit = ConnectionLimit::new(2);
+        assert_eq!(limit.max(), 2);
+        let first = limit.try_acquire().unwrap();
+        let second = limit.try_acquire().unwrap();
+        assert_eq!(limit.open(), 2);
+        assert!(limit.try_acquire().is_none());
+        assert!(limit.try_acquire().is_none());
+        assert_eq!(limit.open(), 2);
+        assert_eq!(limit.rejected(), 2);
+
+        drop(first);
+        assert_eq!(limit.open(), 1);
+        let third = limit.try_acquire().unwrap();
+        assert_eq!(limit.open(), 2);
+        drop(second);
+        drop(third);
+        assert_eq!(limit.open(), 0);
+        assert_eq!(limit.rejected(), 2);
+
+        let none = ConnectionLimit::new(0);
+        assert!(none.try_acquire().is_none());
+        assert_eq!(none.open(), 0);
+        assert_eq!(none.rejected(), 1);
+    }
+
+    // AVX Gateway patch 9: an app that holds each connection until the client closes it.
+    #[cfg(unix)]
+    struct HoldApp;
+
+    #[cfg(unix)]
+    #[async_trait]
+    impl ServerApp for HoldApp {
+        async fn process_new(
+            self: &Arc<Self>,
+            mut session: Stream,
+            _shutdown: &ShutdownWatch,
+        ) -> Option<Stream> {
+            use tokio::io::AsyncReadExt;
+            let mut buf = [0u8; 1];
+            while session.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+            None
+        }
+    }
+
+    #[cfg(unix)]
+    async fn wait_for_open(limit: &ConnectionLimit, open: usize) {
+        for _ in 0..200 {
+            if limit.open() == open {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{} connections open, expected {open}", limit.open());
+    }
+
+    // AVX Gateway patch 9: over the cap the accepted connection is closed at once, and the
+    // permit of a closed connection is given back.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn test_run_endpoint_connection_limit() {
+        use tokio::io::AsyncReadExt;
+        use tokio::net::UnixStream;
+
+        let path = std::env::temp_dir().join(format!(
+            "pingora-connection-limit-{}.sock",
+            std::process::id()
+        ));
+        let path = path.to_str().unwrap().to_string();
+        let _ = std::fs::remove_file(&path);
+        let stack = Listeners::uds(&path, None)
+            .build(None)
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
+        let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
+        let limit = ConnectionLimit::new(1);
+        let endpoint = tokio::spawn(Service::run_endpoint(
+            Arc::new(HoldApp),
+            stack,
+            shutdown,
+            DEFAULT_HANDSHAKE_TIMEOUT,
+            Some(limit.clone()),
+        ));
+
+        let first = UnixStream::connect(&path).await.unwrap();
+        wait_for_open(&limit, 1).await;
+
+        let mut second = UnixStream::connect(&path).await.unwrap();
+        let mut buf = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(2), second.read(&mut buf))
+            .await
+            .expect("a connection over the limit is closed at once");
+        assert!(read.map_or(true, |n| n == 0));
+        assert_eq!(limit.rejected(), 1);
+        assert_eq!(limit.open(), 1);
+
+        drop(first);
+        wait_for_open(&limit, 0).await;
+        let _third = UnixStream::connect(&path).await.unwrap();
+        wait_for_open(&limit, 1).await;
+        assert_eq!(limit.rejected(), 1);
+
+        shutdown_tx.send(true).unwrap();
+        endpoint.await.unwrap();
+        let _ = std::fs::remove_file(&path);
     }
 }
