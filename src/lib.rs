@@ -10,6 +10,7 @@ pub mod cache;
 pub mod cli;
 pub mod compression;
 pub mod config;
+pub mod edge;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
