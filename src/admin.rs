@@ -1,5 +1,6 @@
 //! The admin listener: liveness, readiness, a JSON status document and Prometheus metrics.
 
+use crate::cache::Scheme;
 use crate::config::AdminConfig;
 use crate::runtime::Runtime;
 use async_trait::async_trait;
@@ -16,6 +17,11 @@ pub fn service(cfg: &AdminConfig, runtime: &Arc<Runtime>) -> Box<dyn ServiceWith
     let app = AdminApp {
         runtime: runtime.clone(),
         token: cfg.token.as_ref().map(|t| format!("Bearer {t}")),
+        allowed_hosts: cfg
+            .allowed_hosts
+            .iter()
+            .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+            .collect(),
     };
     let mut svc = Service::new("avx-gateway admin".to_string(), app);
     // One thread is plenty for scrapes and probes, and keeps the admin off the proxy workers.
@@ -29,18 +35,24 @@ pub fn service(cfg: &AdminConfig, runtime: &Arc<Runtime>) -> Box<dyn ServiceWith
 pub struct AdminApp {
     runtime: Arc<Runtime>,
     token: Option<String>,
+    /// Names accepted in `Host` besides IP literals and `localhost`.
+    allowed_hosts: Vec<String>,
 }
 
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
+        if !self.host_allowed(req.headers.get(http::header::HOST)) {
+            // A page whose DNS name was rebound to this address would send its own name.
+            return text(StatusCode::FORBIDDEN, "forbidden host\n");
+        }
         let path = req.uri.path().to_string();
         let liveness = path == "/health" && req.method == http::Method::GET;
         if !liveness {
             if let Some(token) = &self.token {
                 let given = req.headers.get(http::header::AUTHORIZATION);
-                if given.map(|v| v.as_bytes()) != Some(token.as_bytes()) {
+                if !token_matches(given.map(|v| v.as_bytes()), token.as_bytes()) {
                     return text(StatusCode::UNAUTHORIZED, "unauthorized\n");
                 }
             }
@@ -69,7 +81,33 @@ impl ServeHttp for AdminApp {
     }
 }
 
+/// Compares the presented credentials with the token in constant time (for equal lengths),
+/// so response timing says nothing about how much of a guess was right.
+fn token_matches(given: Option<&[u8]>, token: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    given.is_some_and(|g| bool::from(g.ct_eq(token)))
+}
+
 impl AdminApp {
+    /// DNS-rebinding defence: `Host` must be an IP literal, `localhost` or an allowed name.
+    /// A request without `Host` (no browser sends one) is let through.
+    fn host_allowed(&self, host: Option<&http::HeaderValue>) -> bool {
+        let Some(host) = host else {
+            return true;
+        };
+        let Ok(n) = crate::edge::target::normalize_host(host.as_bytes(), 0) else {
+            return false;
+        };
+        let text = n
+            .rewritten
+            .unwrap_or_else(|| String::from_utf8_lossy(host.as_bytes()).into_owned());
+        let name = &text[..n.name_len];
+        name.starts_with('[')
+            || name.parse::<std::net::Ipv4Addr>().is_ok()
+            || name == "localhost"
+            || self.allowed_hosts.iter().any(|h| h == name)
+    }
+
     /// `PURGE /path` (the site's host in `Host`), or `DELETE /cache` with `url=`, `prefix=`
     /// (and optional `host=`), or nothing for everything.
     async fn purge(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -82,33 +120,40 @@ impl AdminApp {
                 .headers
                 .get(http::header::HOST)
                 .and_then(|h| h.to_str().ok())
-                .unwrap_or("")
-                .to_string();
+                .map(|h| normal_host(h, 80))
+                .unwrap_or_default();
             let pq = req
                 .uri
                 .path_and_query()
                 .map_or("/", |p| p.as_str())
                 .to_string();
-            store.purge_url(&host, &pq).await
+            store.purge_url(None, &host, &pq).await
         } else {
             let q = |k: &str| query_param(req.uri.query().unwrap_or(""), k);
             match (q("url"), q("prefix"), q("host")) {
                 (Some(url), _, _) => match url.parse::<http::Uri>() {
                     Ok(u) => {
                         let pq = u.path_and_query().map_or("/", |p| p.as_str());
-                        let host = u.authority().map_or("", |a| a.as_str());
-                        store.purge_url(host, pq).await
+                        let (scheme, port) = match u.scheme_str() {
+                            Some("https") => (Some(Scheme::Https), 443),
+                            Some("http") => (Some(Scheme::Http), 80),
+                            _ => (None, 80),
+                        };
+                        let host = u
+                            .authority()
+                            .map_or(String::new(), |a| normal_host(a.as_str(), port));
+                        store.purge_url(scheme, &host, pq).await
                     }
                     Err(_) => return text(StatusCode::BAD_REQUEST, "bad url\n"),
                 },
                 (None, Some(prefix), host) => {
-                    let host = host.map(|h| h.to_ascii_lowercase());
+                    let host = host.map(|h| normal_host(&h, 80));
                     store
                         .purge_where(|primary| {
                             crate::cache::primary_path(primary).starts_with(prefix.as_str())
                                 && host
                                     .as_deref()
-                                    .is_none_or(|h| primary.split('\0').next() == Some(h))
+                                    .is_none_or(|h| crate::cache::primary_host(primary) == h)
                         })
                         .await
                 }
@@ -185,6 +230,15 @@ impl AdminApp {
                 "evictions": c.evictions(),
             })),
         })
+    }
+}
+
+/// A host as the cache keys it (normalized like a request's `Host`); kept as given when it
+/// does not parse, so it simply matches nothing.
+fn normal_host(host: &str, default_port: u16) -> String {
+    match crate::edge::target::normalize_host(host.as_bytes(), default_port) {
+        Ok(n) => n.rewritten.unwrap_or_else(|| host.to_string()),
+        Err(_) => host.to_string(),
     }
 }
 

@@ -3,11 +3,13 @@
 use crate::access_log::AccessLog;
 use crate::cache::{CacheStore, RouteCache};
 use crate::compression::CompressionPolicy;
-use crate::config::{Config, ConfigError, KeyPath};
+use crate::config::{Config, ConfigError, ForwardedFor, KeyPath};
+use crate::edge::PathPolicy;
 use crate::metrics::Metrics;
 use crate::policy::{RouteGuards, TrustedProxies};
 use crate::routing::RouteTable;
 use crate::upstream::{HealthService, Upstream};
+use pingora_core::services::listening::ConnectionLimit;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +36,8 @@ pub struct Runtime {
     pub metrics: Metrics,
     /// The access log, when `access_log.enabled`.
     pub access_log: Option<Arc<AccessLog>>,
+    /// `server.max_connections`, shared by every proxy listener.
+    pub connections: Arc<ConnectionLimit>,
 }
 
 /// Per-request downstream settings taken from `server:`.
@@ -49,6 +53,10 @@ pub struct DownstreamSettings {
     pub header_read_timeout: Duration,
     /// Largest request header block accepted (431 beyond it).
     pub max_header_bytes: usize,
+    /// How request paths are normalized before routing.
+    pub paths: PathPolicy,
+    /// What an untrusted peer's `X-Forwarded-For` becomes upstream.
+    pub forwarded_for: ForwardedFor,
 }
 
 impl Runtime {
@@ -100,8 +108,16 @@ impl Runtime {
             body_read_timeout: Duration::from_millis(s.client_body_timeout_ms),
             header_read_timeout: Duration::from_millis(s.header_read_timeout_ms),
             max_header_bytes: s.max_header_bytes,
+            paths: PathPolicy {
+                normalize: s.normalize_path,
+                merge_slashes: s.merge_slashes,
+                escaped_slashes: s.escaped_slashes,
+                semicolons: s.path_semicolons,
+            },
+            forwarded_for: config.forwarded_for,
         };
-        let metrics = Metrics::new(&routes, &upstreams, cache.as_ref())
+        let connections = ConnectionLimit::new(s.max_connections);
+        let metrics = Metrics::new(&routes, &upstreams, cache.as_ref(), &connections)
             .map_err(|e| ConfigError::at(&KeyPath::root(), format!("metrics: {e}")))?;
         let access_log = match &config.access_log {
             a if a.enabled => Some(Arc::new(
@@ -126,6 +142,7 @@ impl Runtime {
                 downstream,
                 metrics,
                 access_log,
+                connections,
             },
             services,
         ))

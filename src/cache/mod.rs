@@ -3,17 +3,18 @@
 mod policy;
 mod storage;
 
-pub use policy::cacheability;
+pub use policy::{cache_control, cacheability, is_shared};
 pub use storage::IndexedStorage;
 
-use crate::config::{CacheConfig, ConfigError, KeyPath, RouteCacheConfig};
+use crate::config::{CacheConfig, CacheCookies, ConfigError, KeyPath, RouteCacheConfig};
 use http::HeaderName;
 use pingora_cache::eviction::{lru, EvictionManager};
-use pingora_cache::key::{hash_key, HashBinary};
+use pingora_cache::key::{hash_key, CompactCacheKey, HashBinary};
 use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora_cache::storage::{PurgeOutcome, PurgeTarget, PurgeType, Storage};
 use pingora_cache::trace::Span;
 use pingora_cache::{CacheKey, CacheMeta, CachePhase, VarianceBuilder};
+use pingora_error::OrErr;
 use pingora_http::RequestHeader;
 use std::time::Duration;
 
@@ -34,6 +35,8 @@ pub struct CacheStore {
     pub max_object_bytes: usize,
     /// Upper bound on freshness.
     pub ttl_cap: Duration,
+    /// The RFC 9213 targeted field aimed at this gateway (before `CDN-Cache-Control`).
+    pub targeted: HeaderName,
     lock_timeout: Duration,
 }
 
@@ -53,6 +56,10 @@ impl CacheStore {
             lock: Box::leak(CacheLock::new_boxed(lock_timeout)),
             max_object_bytes: cfg.max_object_bytes,
             ttl_cap: Duration::from_secs(cfg.ttl_seconds),
+            targeted: HeaderName::from_bytes(cfg.targeted_cache_control.as_bytes()).or_err(
+                pingora_error::ErrorType::InternalError,
+                "cache.targeted_cache_control is not a header name",
+            )?,
             lock_timeout,
         })
     }
@@ -86,11 +93,36 @@ impl CacheStore {
         self.storage.evictions()
     }
 
-    /// Removes every entry whose primary key satisfies `pred`; returns how many were removed.
+    /// Removes every entry whose primary key satisfies `pred` (a walk of the whole store:
+    /// admin purges by prefix or of everything); returns how many were removed.
     pub async fn purge_where(&self, pred: impl Fn(&str) -> bool) -> usize {
+        self.purge_keys(self.storage.keys_where(pred)).await
+    }
+
+    /// Removes the entries (every variant) of one URL, found through the URL index, so the
+    /// cost does not grow with the size of the cache. `scheme` `None` means both.
+    pub async fn purge_url(
+        &self,
+        scheme: Option<Scheme>,
+        host: &str,
+        path_and_query: &str,
+    ) -> usize {
+        let schemes = match scheme {
+            Some(s) => [Some(s), None],
+            None => [Some(Scheme::Http), Some(Scheme::Https)],
+        };
+        let mut purged = 0;
+        for scheme in schemes.into_iter().flatten() {
+            let url = url_key(scheme, host, path_and_query);
+            purged += self.purge_keys(self.storage.keys_of_url(&url)).await;
+        }
+        purged
+    }
+
+    async fn purge_keys(&self, keys: Vec<CompactCacheKey>) -> usize {
         let mut purged = 0;
         let span = Span::inactive();
-        for key in self.storage.keys_where(pred) {
+        for key in keys {
             let target = PurgeTarget::Active(&key);
             match self
                 .storage
@@ -107,14 +139,6 @@ impl CacheStore {
         }
         purged
     }
-
-    /// Removes the entries (every variant) of one URL.
-    pub async fn purge_url(&self, host: &str, path_and_query: &str) -> usize {
-        let want = primary_prefix(host, path_and_query);
-        let variants = format!("{want}\0");
-        self.purge_where(|p| p == want || p.starts_with(&variants))
-            .await
-    }
 }
 
 /// A route's cache settings, compiled.
@@ -127,7 +151,12 @@ pub struct RouteCache {
     /// Default stale-if-error window, seconds.
     pub sie_secs: u32,
     include_headers: Vec<HeaderName>,
-    ignore_query: bool,
+    /// The query is left out of the key (and stripped from the upstream request).
+    pub ignore_query: bool,
+    /// Requests carrying `Cookie` bypass the cache unless the response is explicitly shared.
+    pub cookies_bypass: bool,
+    /// A successful unsafe request evicts its URL.
+    pub invalidate_on_unsafe: bool,
 }
 
 impl RouteCache {
@@ -158,22 +187,25 @@ impl RouteCache {
             swr_secs: cfg.stale_while_revalidate_seconds,
             sie_secs: cfg.stale_if_error_seconds,
             include_headers,
-            ignore_query: cfg.ignore_query(),
+            ignore_query: cfg.key.ignore_query,
+            cookies_bypass: cfg.cookies == CacheCookies::Bypass,
+            invalidate_on_unsafe: cfg.invalidate_on_unsafe,
         }))
     }
 
-    /// The cache key: host and path (and query), then any configured header values.
+    /// The cache key: scheme, effective host and path (and query), then any configured header
+    /// values.
     ///
     /// Parts are NUL-separated; NUL cannot occur in a host, a path or a header value. A header
     /// that is present adds `name=values` (repeated lines joined with `,`), an absent one its
     /// name alone, so absent and empty differ.
-    pub fn key(&self, req: &RequestHeader, host: &str) -> CacheKey {
+    pub fn key(&self, req: &RequestHeader, scheme: Scheme, host: &str) -> CacheKey {
         let pq = if self.ignore_query {
             req.uri.path()
         } else {
             req.uri.path_and_query().map_or("/", |p| p.as_str())
         };
-        let mut primary = primary_prefix(host, pq);
+        let mut primary = url_key(scheme, host, pq);
         for name in &self.include_headers {
             primary.push('\0');
             primary.push_str(name.as_str());
@@ -187,12 +219,6 @@ impl RouteCache {
         // Pingora re-derives the hash on each use (lookup, lock, eviction): do it once here.
         key.set_primary_bin_override(hash);
         key
-    }
-}
-
-impl RouteCacheConfig {
-    fn ignore_query(&self) -> bool {
-        self.key.ignore_query
     }
 }
 
@@ -213,18 +239,65 @@ fn push_key_value(key: &mut String, value: &[u8]) {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// `host\0path?query`, with the host lower-cased: the part of the key a URL purge matches.
-fn primary_prefix(host: &str, path_and_query: &str) -> String {
-    let mut s = String::with_capacity(host.len() + path_and_query.len() + 1);
-    s.push_str(&host.to_ascii_lowercase());
+/// A request's scheme, the first part of its cache key: a `301 -> https` stored from the
+/// cleartext listener must never answer on the TLS listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// Cleartext.
+    Http,
+    /// TLS.
+    Https,
+}
+
+impl Scheme {
+    /// `http` or `https`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+
+    /// The scheme of a connection.
+    pub fn of(tls: bool) -> Scheme {
+        if tls {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        }
+    }
+}
+
+/// `scheme\0host\0path?query`, with the host lower-cased: the part of a key that names a URL,
+/// which the URL index and purges match.
+fn url_key(scheme: Scheme, host: &str, path_and_query: &str) -> String {
+    let mut s = String::with_capacity(host.len() + path_and_query.len() + 8);
+    s.push_str(scheme.as_str());
+    s.push('\0');
+    s.push_str(host);
+    s.make_ascii_lowercase();
     s.push('\0');
     s.push_str(path_and_query);
     s
 }
 
+/// The URL part of a primary key (see [`url_key`]).
+pub fn url_of(primary: &str) -> &str {
+    let mut nuls = primary.match_indices('\0').map(|(i, _)| i);
+    match nuls.nth(2) {
+        Some(end) => &primary[..end],
+        None => primary,
+    }
+}
+
+/// The host part of a primary key.
+pub fn primary_host(primary: &str) -> &str {
+    primary.split('\0').nth(1).unwrap_or("")
+}
+
 /// The path (and query) part of a primary key.
 pub fn primary_path(primary: &str) -> &str {
-    primary.split('\0').nth(1).unwrap_or("")
+    primary.split('\0').nth(2).unwrap_or("")
 }
 
 /// The variance key for a stored response's `Vary` headers and this request.

@@ -2,6 +2,7 @@
 
 use super::RouteCache;
 use http::header::{AGE, ETAG, LAST_MODIFIED, SET_COOKIE, VARY};
+use http::HeaderName;
 use pingora_cache::cache_control::{CacheControl, InterpretCacheControl};
 use pingora_cache::filters::{calculate_fresh_until, calculate_serve_stale_durations};
 use pingora_cache::{CacheMeta, CacheMetaDefaults, NoCacheReason, RespCacheable};
@@ -47,6 +48,44 @@ fn strip_connection_nominated(header: &mut ResponseHeader) {
     }
 }
 
+/// `CDN-Cache-Control` (RFC 9213), for every CDN-like shared cache.
+static CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
+
+/// The cache directives that apply to this gateway: RFC 9213's target list, most specific
+/// first (the gateway's own field, then `CDN-Cache-Control`); `Cache-Control` only when no
+/// targeted field is present. A targeted field replaces `Cache-Control` entirely.
+pub fn cache_control(resp: &ResponseHeader, targeted: &HeaderName) -> Option<CacheControl> {
+    for name in [targeted, &CDN_CACHE_CONTROL] {
+        if resp.headers.contains_key(name) {
+            return CacheControl::from_resp_headers_named(name.as_str(), resp);
+        }
+    }
+    CacheControl::from_resp_headers(resp)
+}
+
+/// Whether the response says it may be shared even with requests that carry credentials
+/// (`public` or `s-maxage`).
+pub fn is_shared(resp: &ResponseHeader, targeted: &HeaderName) -> bool {
+    cache_control(resp, targeted).is_some_and(|c| c.public() || matches!(c.s_maxage(), Ok(Some(_))))
+}
+
+/// RFC 9111 §5.1, as the gateway reads it: `Age` is one non-negative integer; anything else
+/// (a list, a sign, a fraction, garbage) makes the response stale. `None` when it is absent.
+fn age(resp: &ResponseHeader) -> Option<Result<Duration, ()>> {
+    let mut values = resp.headers.get_all(AGE).iter();
+    let first = values.next()?;
+    let v = first.as_bytes();
+    if values.next().is_some() || v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return Some(Err(()));
+    }
+    // 20 digits overflow u64; any such age is far past every lifetime anyway.
+    let secs = std::str::from_utf8(v)
+        .ok()
+        .and_then(|t| t.parse::<u64>().ok())
+        .unwrap_or(u64::MAX);
+    Some(Ok(Duration::from_secs(secs)))
+}
+
 /// Statuses a shared cache may store; others pass through.
 fn storable_status(status: u16) -> bool {
     matches!(
@@ -58,15 +97,20 @@ fn storable_status(status: u16) -> bool {
 /// Decides whether and for how long a response may be stored.
 ///
 /// Beyond Pingora's checks (`no-store`, `private`, `Authorization`, `s-maxage` before
-/// `max-age` before `Expires`): `Vary: *` and `Set-Cookie` without `public` are never stored;
-/// the route's default TTL applies only to a 200 with a validator; the origin's `Age` is
-/// subtracted; freshness is capped at `ttl_cap`; `must-revalidate`/`proxy-revalidate` disable
+/// `max-age` before `Expires`): the directives come from the targeted field when there is one
+/// ([`cache_control`]); `Vary: *` and `Set-Cookie` without `public` are never stored; a
+/// request's `Cookie` (under `cookies: bypass`) is treated like `Authorization`: stored only
+/// when the response is explicitly shared; the route's default TTL applies only to a 200 with
+/// a validator; the origin's `Age` is subtracted, and an invalid `Age` makes the response
+/// stale; freshness is capped at `ttl_cap`; `must-revalidate`/`proxy-revalidate` disable
 /// serving stale.
 pub fn cacheability(
     resp: &ResponseHeader,
     authorization: bool,
+    cookie: bool,
     route: &RouteCache,
     ttl_cap: Duration,
+    targeted: &HeaderName,
 ) -> RespCacheable {
     let status = resp.status.as_u16();
     if !storable_status(status) {
@@ -79,8 +123,15 @@ pub fn cacheability(
     }) {
         return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
     }
-    let cc = CacheControl::from_resp_headers(resp);
+    let cc = cache_control(resp, targeted);
     let public = cc.as_ref().is_some_and(|c| c.public());
+    let shared = public
+        || cc
+            .as_ref()
+            .is_some_and(|c| matches!(c.s_maxage(), Ok(Some(_))));
+    if cookie && !shared {
+        return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
+    }
     if resp.headers.contains_key(SET_COOKIE) && !public {
         return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
     }
@@ -103,13 +154,16 @@ pub fn cacheability(
             now + route.default_ttl
         }
     };
-    let age = resp
-        .headers
-        .get(AGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map_or(Duration::ZERO, Duration::from_secs);
-    let fresh_until = (fresh_until.checked_sub(age).unwrap_or(now)).min(now + ttl_cap);
+    let (age, fresh_until) = match age(resp) {
+        None => (Duration::ZERO, fresh_until),
+        Some(Ok(age)) => (age, fresh_until.checked_sub(age).unwrap_or(now)),
+        // Stale from the start: stored, so it can be revalidated, but never served fresh.
+        Some(Err(())) => (
+            Duration::ZERO,
+            now.checked_sub(Duration::from_secs(1)).unwrap_or(now),
+        ),
+    };
+    let fresh_until = fresh_until.min(now + ttl_cap);
     let (mut swr, mut sie) = calculate_serve_stale_durations(cc.as_ref(), &defaults);
     if cc
         .as_ref()

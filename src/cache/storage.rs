@@ -1,6 +1,6 @@
 //! Cache storage: entries kept in memory with their response header already parsed, sharded
-//! by key hash, and indexed by primary key so they can be purged by URL, by prefix or all at
-//! once, and evictions can be counted.
+//! by key hash, with an index from URL to its stored variants so that invalidating a URL costs
+//! the same whatever the size of the cache; purges by prefix or of everything walk the store.
 //!
 //! Pingora's `MemCache` stores the header zstd-compressed and decompresses and re-parses it on
 //! every hit, formats the key as hex for its map, copies the body out per hit and puts every
@@ -43,10 +43,17 @@ struct Entry {
 
 type Map = HashMap<HashBinary, Arc<Entry>, ahash::RandomState>;
 type Shard = RwLock<Map>;
+/// URL (`scheme\0host\0path?query`) to the keys of its stored entries: every variant (Vary)
+/// and every `include_headers` value.
+type UrlMap = HashMap<Box<str>, Vec<CompactCacheKey>, ahash::RandomState>;
 
 /// The in-memory store behind the response cache.
 pub struct IndexedStorage {
     shards: Box<[Shard]>,
+    /// Sharded like the entries, by the URL's hash. Lock order: an entry shard, then a URL
+    /// shard, never the reverse, so the two cannot deadlock.
+    urls: Box<[RwLock<UrlMap>]>,
+    url_hasher: ahash::RandomState,
     /// A serialized empty header: `CacheMeta` can only be built by deserializing, so a hit
     /// deserializes this (cheap) and then swaps in the stored, already parsed header.
     blank_header: Vec<u8>,
@@ -61,6 +68,8 @@ impl IndexedStorage {
         let (_, blank_header) = CacheMeta::new(now, now, 0, 0, header).serialize()?;
         Ok(IndexedStorage {
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            urls: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            url_hasher: ahash::RandomState::new(),
             blank_header,
             evictions: AtomicU64::new(0),
         })
@@ -86,6 +95,20 @@ impl IndexedStorage {
         keys
     }
 
+    /// Keys of every stored entry of one URL, from the index (no walk of the store).
+    pub fn keys_of_url(&self, url: &str) -> Vec<CompactCacheKey> {
+        self.url_shard(url)
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(url)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn url_shard(&self, url: &str) -> &RwLock<UrlMap> {
+        &self.urls[self.url_hasher.hash_one(url) as usize % SHARDS]
+    }
+
     fn shard(&self, hash: &HashBinary) -> &Shard {
         &self.shards[hash[0] as usize % SHARDS]
     }
@@ -104,7 +127,38 @@ impl IndexedStorage {
     }
 
     fn insert(&self, hash: HashBinary, entry: Entry) {
-        self.write(&hash).insert(hash, Arc::new(entry));
+        let url: Box<str> = super::url_of(&entry.primary).into();
+        let compact = entry.compact.clone();
+        let mut shard = self.write(&hash);
+        shard.insert(hash, Arc::new(entry));
+        let mut urls = self
+            .url_shard(&url)
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let keys = urls.entry(url).or_default();
+        if !keys.iter().any(|k| k.combined_bin() == hash) {
+            keys.push(compact);
+        }
+    }
+
+    /// Removes an entry and its index slot; whether it was there.
+    fn remove(&self, hash: &HashBinary) -> bool {
+        let mut shard = self.write(hash);
+        let Some(entry) = shard.remove(hash) else {
+            return false;
+        };
+        let url = super::url_of(&entry.primary);
+        let mut urls = self
+            .url_shard(url)
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(keys) = urls.get_mut(url) {
+            keys.retain(|k| k.combined_bin() != *hash);
+            if keys.is_empty() {
+                urls.remove(url);
+            }
+        }
+        true
     }
 }
 
@@ -137,8 +191,19 @@ fn weigh(entry: &Entry) -> usize {
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + HEADER_LINE_BYTES)
         .sum();
-    ENTRY_BYTES + entry.body.len() + header + entry.internal.len() + entry.primary.len()
+    let url = super::url_of(&entry.primary).len();
+    ENTRY_BYTES
+        + entry.body.len()
+        + header
+        + entry.internal.len()
+        + entry.primary.len()
+        + url
+        + URL_INDEX_BYTES
 }
+
+/// Resident bytes of an entry's slot in the URL index beyond the URL itself: the map slot,
+/// the boxed key and its compact cache key.
+const URL_INDEX_BYTES: usize = 96;
 
 #[async_trait]
 impl Storage for IndexedStorage {
@@ -199,7 +264,7 @@ impl Storage for IndexedStorage {
             return Ok(PurgeOutcome::NotFound);
         }
         let hash = target.key().combined_bin();
-        if self.write(&hash).remove(&hash).is_none() {
+        if !self.remove(&hash) {
             return Ok(PurgeOutcome::NotFound);
         }
         if matches!(purge_type, PurgeType::Eviction) {

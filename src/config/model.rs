@@ -3,6 +3,7 @@
 //! Every struct denies unknown fields so that a typo is an error, not a silently ignored key.
 //! Defaults live next to the field they belong to; `docs/configuration.md` mirrors them.
 
+use crate::edge::{EscapedSlashes, PathSemicolons};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -31,6 +32,9 @@ pub struct Config {
     /// Proxies (CIDRs) whose `X-Forwarded-For` is believed when finding the client IP.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// What an untrusted peer's `X-Forwarded-For` becomes upstream.
+    #[serde(default)]
+    pub forwarded_for: ForwardedFor,
     /// The shared response cache (storage limits); routes opt in with `cache.enabled`.
     #[serde(default)]
     pub cache: CacheConfig,
@@ -68,6 +72,18 @@ impl Default for AccessLogConfig {
     }
 }
 
+/// `forwarded_for`: the `X-Forwarded-For` sent upstream for a peer outside `trusted_proxies`.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardedFor {
+    /// The peer address alone, as Traefik does for untrusted sources: nothing the client
+    /// wrote reaches the origin.
+    #[default]
+    Replace,
+    /// The client's own lines, then the peer (NGINX's `$proxy_add_x_forwarded_for`).
+    Append,
+}
+
 /// `access_log.format`.
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -93,6 +109,9 @@ pub struct CacheConfig {
     pub max_object_bytes: usize,
     /// How long concurrent misses on one key wait for the first to fill it, in ms.
     pub lock_timeout_ms: u64,
+    /// The RFC 9213 targeted field aimed at this gateway; it takes precedence over
+    /// `CDN-Cache-Control`, which takes precedence over `Cache-Control`.
+    pub targeted_cache_control: String,
 }
 
 impl Default for CacheConfig {
@@ -103,12 +122,13 @@ impl Default for CacheConfig {
             ttl_seconds: 300,
             max_object_bytes: 8_388_608,
             lock_timeout_ms: 5_000,
+            targeted_cache_control: "AVX-Cache-Control".into(),
         }
     }
 }
 
 /// `routes[].cache`.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RouteCacheConfig {
     /// Cache this route's GET and HEAD responses.
@@ -121,6 +141,36 @@ pub struct RouteCacheConfig {
     pub stale_if_error_seconds: u32,
     /// Extra parts of the cache key.
     pub key: CacheKeyConfig,
+    /// Requests that carry `Cookie`: `bypass` the cache unless the response is explicitly
+    /// shared (`public`, `s-maxage`), or `ignore` the cookie (dangerous: see docs/security.md).
+    pub cookies: CacheCookies,
+    /// A successful unsafe request (POST, PUT, DELETE, any unknown method) evicts its URL.
+    pub invalidate_on_unsafe: bool,
+}
+
+impl Default for RouteCacheConfig {
+    fn default() -> Self {
+        RouteCacheConfig {
+            enabled: false,
+            default_ttl_seconds: 0,
+            stale_while_revalidate_seconds: 0,
+            stale_if_error_seconds: 0,
+            key: CacheKeyConfig::default(),
+            cookies: CacheCookies::Bypass,
+            invalidate_on_unsafe: true,
+        }
+    }
+}
+
+/// `routes[].cache.cookies`.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheCookies {
+    /// Not served from the cache nor stored, unless the response says `public`/`s-maxage`.
+    #[default]
+    Bypass,
+    /// Cached as if the cookie were absent.
+    Ignore,
 }
 
 /// `routes[].cache.key`.
@@ -149,6 +199,9 @@ pub struct CompressionConfig {
     pub content_types: Option<Vec<String>>,
     /// Decompress gzip from the upstream for clients that do not accept it (default true).
     pub decompress: Option<bool>,
+    /// Most bytes one decompressed response may inflate to; beyond it the response is cut
+    /// off (default 64 MiB).
+    pub max_decompressed_bytes: Option<u64>,
 }
 
 /// `server:`: process-wide settings handed to Pingora.
@@ -173,7 +226,7 @@ pub struct ServerSection {
     pub user: Option<String>,
     /// Group to drop to after daemonizing.
     pub group: Option<String>,
-    /// Timeout for reading a request's headers (each read while the header is incomplete).
+    /// Deadline for a whole request header, and for the TLS, h2c and h2 handshakes before it.
     pub header_read_timeout_ms: u64,
     /// Largest request header block (request line and headers) accepted; larger gets 431.
     pub max_header_bytes: usize,
@@ -189,6 +242,17 @@ pub struct ServerSection {
     pub work_stealing: bool,
     /// Accept tasks per listening socket.
     pub listener_tasks_per_fd: usize,
+    /// Normalize paths (RFC 3986 §6.2.2): decode unreserved escapes, uppercase the others,
+    /// remove dot-segments.
+    pub normalize_path: bool,
+    /// Collapse runs of `/` in paths.
+    pub merge_slashes: bool,
+    /// `%2F` and `%5C` in a path: `reject` (400), `keep` (never a separator) or `unescape`.
+    pub escaped_slashes: EscapedSlashes,
+    /// `;` in a path: `reject` (400) or `keep`.
+    pub path_semicolons: PathSemicolons,
+    /// Connections held open at once; more are closed at accept.
+    pub max_connections: usize,
 }
 
 impl Default for ServerSection {
@@ -211,6 +275,11 @@ impl Default for ServerSection {
             upstream_keepalive_pool_size: 128,
             work_stealing: false,
             listener_tasks_per_fd: 1,
+            normalize_path: true,
+            merge_slashes: true,
+            escaped_slashes: EscapedSlashes::Reject,
+            path_semicolons: PathSemicolons::Reject,
+            max_connections: 10_000,
         }
     }
 }
@@ -249,9 +318,13 @@ pub struct AdminConfig {
     /// `ip:port` to bind; loopback by default.
     #[serde(default = "default_admin_address")]
     pub address: String,
-    /// Optional bearer token required on every admin endpoint except `/health`.
+    /// Bearer token required on every admin endpoint except `/health`; required when
+    /// `address` is not loopback.
     #[serde(default)]
     pub token: Option<String>,
+    /// Host names accepted in `Host` besides IP literals and `localhost` (DNS rebinding).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 fn default_admin_address() -> String {
@@ -379,6 +452,13 @@ pub struct RateLimitConfig {
     /// Buckets kept (memory is fixed: 8 bytes each); more keys share buckets.
     #[serde(default = "default_limit_slots")]
     pub slots: usize,
+    /// `client_ip` keys of IPv6 clients aggregate by this prefix length.
+    #[serde(default = "default_ipv6_prefix")]
+    pub ipv6_prefix: u8,
+}
+
+fn default_ipv6_prefix() -> u8 {
+    64
 }
 
 fn default_limit_key() -> String {

@@ -50,6 +50,18 @@ fn cache(c: &CacheConfig, p: &KeyPath) -> Result<(), ConfigError> {
     if c.ttl_seconds == 0 {
         return err(&p.key("ttl_seconds"), "must be greater than 0");
     }
+    let name = &c.targeted_cache_control;
+    if http::HeaderName::from_bytes(name.as_bytes()).is_err()
+        || name.eq_ignore_ascii_case("cache-control")
+        || name.eq_ignore_ascii_case("cdn-cache-control")
+    {
+        return err(
+            &p.key("targeted_cache_control"),
+            format!(
+                "{name:?} must be a header name other than Cache-Control and CDN-Cache-Control"
+            ),
+        );
+    }
     Ok(())
 }
 
@@ -58,6 +70,9 @@ fn compression(c: &CompressionConfig, p: &KeyPath) -> Result<(), ConfigError> {
         if !(1..=9).contains(&level) {
             return err(&p.key("level"), "must be 1-9");
         }
+    }
+    if c.max_decompressed_bytes == Some(0) {
+        return err(&p.key("max_decompressed_bytes"), "must be greater than 0");
     }
     for (i, a) in c.algorithms.iter().flatten().enumerate() {
         if crate::compression::parse_algorithm(a).is_none() {
@@ -79,6 +94,9 @@ fn rate_limit(rl: &RateLimitConfig, p: &KeyPath) -> Result<(), ConfigError> {
     }
     if rl.slots == 0 || rl.slots > 1 << 24 {
         return err(&p.key("slots"), "must be in 1..=16777216");
+    }
+    if rl.ipv6_prefix == 0 || rl.ipv6_prefix > 128 {
+        return err(&p.key("ipv6_prefix"), "must be in 1..=128");
     }
     match crate::policy::LimitKey::parse(&rl.key) {
         Some(_) => Ok(()),
@@ -112,7 +130,20 @@ fn server(s: &ServerSection, p: &KeyPath) -> Result<(), ConfigError> {
     if s.client_body_timeout_ms == 0 {
         return err(&p.key("client_body_timeout_ms"), "must be greater than 0");
     }
+    if s.max_connections == 0 {
+        return err(&p.key("max_connections"), "must be at least 1");
+    }
     Ok(())
+}
+
+/// The path rules of `server:`, as requests are normalized with them.
+fn path_policy(s: &ServerSection) -> crate::edge::PathPolicy {
+    crate::edge::PathPolicy {
+        normalize: s.normalize_path,
+        merge_slashes: s.merge_slashes,
+        escaped_slashes: s.escaped_slashes,
+        semicolons: s.path_semicolons,
+    }
 }
 
 /// Parses `ip:port`; a host name is refused because the gateway never resolves DNS on start-up.
@@ -154,7 +185,21 @@ fn listeners(c: &Config, root: &KeyPath) -> Result<(), ConfigError> {
     if let Some(admin) = &c.admin {
         let p = root.key("admin").key("address");
         let addr = socket_addr(&p, &admin.address)?;
-        claim(&mut seen, addr, p)?;
+        claim(&mut seen, addr, p.clone())?;
+        if !addr.ip().is_loopback() && admin.token.as_deref().is_none_or(str::is_empty) {
+            return err(
+                &p,
+                format!("{addr} is not loopback, so admin.token is required"),
+            );
+        }
+        for (i, h) in admin.allowed_hosts.iter().enumerate() {
+            if crate::edge::target::normalize_host(h.as_bytes(), 80).is_err() || h.contains(':') {
+                return err(
+                    &root.key("admin").key("allowed_hosts").index(i),
+                    format!("invalid host name {h:?} (no port)"),
+                );
+            }
+        }
     }
     Ok(())
 }
@@ -322,7 +367,7 @@ fn routes(c: &Config, p: &KeyPath) -> Result<(), ConfigError> {
                 header(&pp.key("headers").key(k), k, Some(v))?;
             }
         }
-        matcher(&r.matcher, &rp.key("match"))?;
+        matcher(&r.matcher, &rp.key("match"), &path_policy(&c.server))?;
         if let Some(rl) = &r.rate_limit {
             rate_limit(rl, &rp.key("rate_limit"))?;
         }
@@ -349,18 +394,34 @@ fn header(p: &KeyPath, name: &str, value: Option<&str>) -> Result<(), ConfigErro
     Ok(())
 }
 
-fn matcher(m: &MatchConfig, p: &KeyPath) -> Result<(), ConfigError> {
-    let paths = [&m.path, &m.path_prefix, &m.path_regex]
+fn matcher(
+    m: &MatchConfig,
+    p: &KeyPath,
+    policy: &crate::edge::PathPolicy,
+) -> Result<(), ConfigError> {
+    let kinds = [&m.path, &m.path_prefix, &m.path_regex]
         .iter()
         .filter(|x| x.is_some())
         .count();
-    if paths > 1 {
+    if kinds > 1 {
         return err(p, "use only one of path, path_prefix and path_regex");
     }
     for (key, v) in [("path", &m.path), ("path_prefix", &m.path_prefix)] {
         if let Some(v) = v {
             if !v.starts_with('/') {
                 return err(&p.key(key), format!("{v:?} must start with '/'"));
+            }
+            // Requests are matched after normalization, so a route written in another form
+            // could never match (or would match less than it says).
+            match crate::edge::path::normalize(v.as_bytes(), policy) {
+                Ok(None) => {}
+                Ok(Some(normal)) => {
+                    return err(
+                        &p.key(key),
+                        format!("{v:?} is not in normal form (requests are matched after server path normalization): write {normal:?}"),
+                    )
+                }
+                Err(e) => return err(&p.key(key), format!("{v:?}: {e}, so no request could match it")),
             }
         }
     }

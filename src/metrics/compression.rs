@@ -9,6 +9,7 @@ const ALGORITHMS: [&str; 4] = ["gzip", "br", "zstd", "other"];
 pub(super) struct CompressionSeries {
     bytes_in: [IntCounter; ALGORITHMS.len()],
     bytes_out: [IntCounter; ALGORITHMS.len()],
+    decompression_cut: IntCounter,
 }
 
 impl CompressionSeries {
@@ -27,10 +28,21 @@ impl CompressionSeries {
             "avx_compression_bytes_out_total",
             "Compressed response body bytes produced, by algorithm.",
         )?;
+        let decompression_cut = IntCounter::new(
+            "avx_decompression_cut_total",
+            "Decompressed responses cut off at max_decompressed_bytes (or as invalid gzip).",
+        )?;
+        registry.register(Box::new(decompression_cut.clone()))?;
         Ok(CompressionSeries {
             bytes_in: ALGORITHMS.map(|a| bytes_in.with_label_values(&[a])),
             bytes_out: ALGORITHMS.map(|a| bytes_out.with_label_values(&[a])),
+            decompression_cut,
         })
+    }
+
+    /// Counts one decompressed response cut off.
+    pub(super) fn record_cut(&self) {
+        self.decompression_cut.inc();
     }
 
     /// Adds one response's byte counts. `algorithm` is a content-coding token (`gzip`, `br`,

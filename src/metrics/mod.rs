@@ -79,6 +79,7 @@ impl Metrics {
         routes: &RouteTable,
         upstreams: &[Arc<Upstream>],
         cache: Option<&CacheStore>,
+        connections: &Arc<pingora_core::services::listening::ConnectionLimit>,
     ) -> prometheus::Result<Metrics> {
         let registry = Registry::new();
         let route_families = RouteFamilies::register(&registry)?;
@@ -102,6 +103,9 @@ impl Metrics {
             .map(|u| upstream_vec.with_label_values(&[&u.name]))
             .collect();
         registry.register(Box::new(scrape::UpstreamCollector::new(upstreams)?))?;
+        registry.register(Box::new(scrape::ConnectionCollector::new(
+            connections.clone(),
+        )?))?;
         let access_log_dropped = IntCounter::new(
             "avx_access_log_dropped_total",
             "Access log lines dropped because the writer fell behind.",
@@ -166,6 +170,11 @@ impl Metrics {
     /// Adds one compressed response's body bytes before and after compression.
     pub fn record_compression(&self, algorithm: &str, bytes_in: u64, bytes_out: u64) {
         self.compression.record(algorithm, bytes_in, bytes_out);
+    }
+
+    /// Counts a decompressed response cut off at `max_decompressed_bytes` (or as corrupt).
+    pub fn record_decompression_cut(&self) {
+        self.compression.record_cut();
     }
 
     /// The counter of access log lines dropped under back-pressure.

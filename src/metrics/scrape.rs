@@ -5,6 +5,7 @@
 
 use crate::policy::now_us;
 use crate::upstream::Upstream;
+use pingora_core::services::listening::ConnectionLimit;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use std::collections::HashMap;
@@ -105,6 +106,53 @@ impl Collector for UpstreamCollector {
             family(&self.backend_healthy, MetricType::GAUGE, healthy),
             family(&self.backend_ejected, MetricType::GAUGE, ejected),
             family(&self.backend_in_flight, MetricType::GAUGE, in_flight),
+        ]
+    }
+}
+
+/// Reads the downstream connection cap (`server.max_connections`) at scrape time.
+pub(super) struct ConnectionCollector {
+    limit: Arc<ConnectionLimit>,
+    open: Desc,
+    rejected: Desc,
+}
+
+impl ConnectionCollector {
+    /// A collector over the proxy listeners' shared cap.
+    pub(super) fn new(limit: Arc<ConnectionLimit>) -> prometheus::Result<ConnectionCollector> {
+        Ok(ConnectionCollector {
+            limit,
+            open: desc(
+                "avx_connections_open",
+                "Downstream connections open on the proxy listeners.",
+                &[],
+            )?,
+            rejected: desc(
+                "avx_connections_rejected_total",
+                "Connections closed at accept because server.max_connections were open.",
+                &[],
+            )?,
+        })
+    }
+}
+
+impl Collector for ConnectionCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.open, &self.rejected]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        vec![
+            family(
+                &self.open,
+                MetricType::GAUGE,
+                vec![gauge_metric(Vec::new(), self.limit.open() as f64)],
+            ),
+            family(
+                &self.rejected,
+                MetricType::COUNTER,
+                vec![counter(Vec::new(), self.limit.rejected() as f64)],
+            ),
         ]
     }
 }

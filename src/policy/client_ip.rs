@@ -30,6 +30,11 @@ impl TrustedProxies {
         self.nets.iter().any(|n| n.contains(ip))
     }
 
+    /// Whether `peer` is a trusted proxy, whose forwarding headers are believed.
+    pub fn trusts_peer(&self, peer: Option<IpAddr>) -> bool {
+        !self.nets.is_empty() && peer.is_some_and(|p| self.trusts(&p))
+    }
+
     /// The client IP for a request from `peer` with `headers`.
     pub fn client_ip(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
         let peer = peer?;

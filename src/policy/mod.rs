@@ -10,6 +10,7 @@ pub use rate_limit::{now_us, Decision, RateLimiter};
 
 use crate::config::{Config, ConfigError, KeyPath, RateLimitConfig};
 use http::HeaderName;
+use std::net::IpAddr;
 
 /// What a rate limit is keyed on.
 #[derive(Debug, Clone)]
@@ -50,6 +51,8 @@ pub struct RoutePolicy {
     pub limit_header: http::HeaderValue,
     /// `RateLimit-Policy` value, pre-rendered.
     pub policy_header: http::HeaderValue,
+    /// IPv6 clients share a bucket per prefix of this length.
+    pub ipv6_prefix: u8,
 }
 
 impl RoutePolicy {
@@ -76,7 +79,25 @@ impl RoutePolicy {
             headers: cfg.headers,
             limit_header: render(limit.to_string())?,
             policy_header: render(format!("{limit};w=1;burst={}", cfg.burst))?,
+            ipv6_prefix: cfg.ipv6_prefix,
         })
+    }
+
+    /// The bucket key of a client IP: IPv4 as is (also when mapped into IPv6), IPv6 cut to
+    /// `ipv6_prefix`, because one IPv6 client commonly holds a whole /64.
+    pub fn client_key(&self, ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(_) => ip,
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => {
+                    let bits = u128::from(v6);
+                    let keep = u32::from(self.ipv6_prefix.min(128));
+                    let mask = u128::MAX.checked_shl(128 - keep).unwrap_or(0);
+                    IpAddr::V6((bits & mask).into())
+                }
+            },
+        }
     }
 }
 

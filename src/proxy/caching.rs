@@ -2,6 +2,7 @@
 
 use super::context::RequestCtx;
 use super::forwarding;
+use crate::cache::Scheme;
 use crate::runtime::Runtime;
 use http::header::{ACCEPT_ENCODING, CONTENT_LOCATION, LOCATION};
 use http::{HeaderValue, Method};
@@ -24,6 +25,10 @@ pub fn prepare_compression(runtime: &Runtime, session: &mut Session, ctx: &mut R
     let req = session.req_header_mut();
     let chosen = policy.negotiate(req.headers.get(ACCEPT_ENCODING));
     ctx.wants_br = chosen.as_bytes().starts_with(b"br");
+    ctx.accepts_gzip = chosen
+        .as_bytes()
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii() == b"gzip");
     ctx.accept_encoding = Some(req.remove_header(&ACCEPT_ENCODING));
     if req.insert_header(ACCEPT_ENCODING, chosen).is_err() {
         return;
@@ -33,9 +38,10 @@ pub fn prepare_compression(runtime: &Runtime, session: &mut Session, ctx: &mut R
         .get_mut::<ResponseCompression>()
     {
         c.adjust_level(policy.level);
-        // br is encoded by `BrotliStream` (see there); the module only passes br through.
+        // br is encoded by `BrotliStream` and gzip decoded by `Inflate` (see there): the
+        // module only compresses gzip and zstd.
         c.adjust_algorithm_level(Algorithm::Brotli, 0);
-        c.adjust_decompression(policy.decompress);
+        c.adjust_decompression(false);
     }
     ctx.compressing = true;
 }
@@ -81,17 +87,36 @@ pub fn merge_revalidation(stored: &ResponseHeader, ctx: &mut RequestCtx) -> Opti
     Some(merged)
 }
 
-/// Turns the cache on for GET and HEAD on caching routes.
-pub fn enable(runtime: &Runtime, session: &mut Session, ctx: &RequestCtx) {
-    let (Some(store), Some(route)) = (&runtime.cache, ctx.route) else {
+/// Turns the cache on for GET and HEAD on caching routes, unless the request carries input
+/// the key does not cover: a body, or an override header left after `scrub_untrusted`.
+pub fn enable(runtime: &Runtime, session: &mut Session, ctx: &mut RequestCtx) {
+    let (Some(store), Some(rc)) = (
+        &runtime.cache,
+        ctx.route.and_then(|r| runtime.route_cache[r].as_ref()),
+    ) else {
         return;
     };
-    if runtime.route_cache[route].is_none() {
+    let req = session.req_header();
+    if !(req.method == Method::GET || req.method == Method::HEAD)
+        || forwarding::has_unkeyed_override(req)
+    {
         return;
     }
-    let m = &session.req_header().method;
-    if *m == Method::GET || *m == Method::HEAD {
-        store.enable(&mut session.cache);
+    ctx.cookie_request = rc.cookies_bypass && req.headers.contains_key(http::header::COOKIE);
+    if !session.is_body_empty() {
+        return;
+    }
+    store.enable(&mut session.cache);
+}
+
+/// A hit that a cookie-carrying request may not be served (the stored response is not
+/// explicitly shared) is turned into a miss.
+pub fn hit_allowed(runtime: &Runtime, meta: &pingora_cache::CacheMeta, ctx: &RequestCtx) -> bool {
+    match &runtime.cache {
+        Some(store) if ctx.cookie_request => {
+            crate::cache::is_shared(meta.response_header(), &store.targeted)
+        }
+        _ => true,
     }
 }
 
@@ -106,7 +131,7 @@ pub async fn on_response(
     let Some(route) = ctx.route else {
         return Ok(());
     };
-    if runtime.route_cache[route].is_some() {
+    if let (Some(rc), Some(store)) = (&runtime.route_cache[route], &runtime.cache) {
         let label = if session.cache.enabled() {
             crate::cache::status_label(&session.cache.phase())
         } else {
@@ -114,61 +139,99 @@ pub async fn on_response(
         };
         ctx.cache_status = Some(label);
         resp.insert_header("X-Cache-Status", HeaderValue::from_static(label))?;
-        invalidate_after_unsafe(runtime, session, resp).await;
+        // The gateway's own targeted field is for the gateway, not for caches further down.
+        resp.remove_header(&store.targeted);
+        if rc.invalidate_on_unsafe {
+            invalidate_after_unsafe(store, session, resp, ctx).await;
+        }
     }
-    if ctx.compressing {
+    if let (true, Some(policy)) = (ctx.compressing, &runtime.route_compression[route]) {
         let head = session.req_header().method == Method::HEAD;
-        let allowed = runtime.route_compression[route]
-            .as_ref()
-            .is_some_and(|p| p.allows(resp, head));
-        if allowed {
+        let inflate = policy.decompress
+            && !ctx.accepts_gzip
+            && !head
+            && !matches!(resp.status.as_u16(), 204 | 206 | 304)
+            && !resp.status.is_informational()
+            && resp
+                .headers
+                .get(http::header::CONTENT_ENCODING)
+                .is_some_and(|e| e.as_bytes().eq_ignore_ascii_case(b"gzip"));
+        if inflate {
+            start_inflate(policy, resp, ctx)?;
+        } else if policy.allows(resp, head) {
             lowercase_content_type(resp);
             if ctx.wants_br && !resp.headers.contains_key(http::header::CONTENT_ENCODING) {
-                start_brotli(runtime, route, resp, ctx)?;
+                start_brotli(policy, resp, ctx)?;
             }
-        } else {
+        }
+        if inflate || !policy.allows(resp, head) {
+            // Pingora's module leaves the body alone: decoded gzip is never re-encoded.
             if let Some(c) = session
                 .downstream_modules_ctx
                 .get_mut::<ResponseCompression>()
             {
                 c.adjust_level(0);
-                c.adjust_decompression(false);
             }
         }
     }
     Ok(())
 }
 
-/// RFC 9111 section 4.4: a successful unsafe request invalidates the target URL and the
-/// same-host `Location` and `Content-Location`.
-async fn invalidate_after_unsafe(runtime: &Runtime, session: &Session, resp: &ResponseHeader) {
+/// RFC 9111 section 4.4: a successful unsafe request (any method that is not safe, unknown
+/// ones included) invalidates the target URL and the same-host `Location` and
+/// `Content-Location`.
+async fn invalidate_after_unsafe(
+    store: &crate::cache::CacheStore,
+    session: &Session,
+    resp: &ResponseHeader,
+    ctx: &RequestCtx,
+) {
     let req = session.req_header();
     if req.method.is_safe() || !(200..400).contains(&resp.status.as_u16()) {
         return;
     }
-    let Some(store) = &runtime.cache else { return };
-    let host = forwarding::request_host(req).unwrap_or("");
-    let mut targets = vec![req
-        .uri
-        .path_and_query()
-        .map_or("/".to_string(), |p| p.as_str().to_string())];
+    let host = ctx.host.as_ref().map_or("", |h| h.as_str());
+    let scheme = Scheme::of(ctx.tls);
+    let mut targets = vec![(
+        Some(scheme),
+        req.uri
+            .path_and_query()
+            .map_or("/".to_string(), |p| p.as_str().to_string()),
+    )];
     for name in [LOCATION, CONTENT_LOCATION] {
-        if let Some(v) = resp.headers.get(name).and_then(|v| v.to_str().ok()) {
-            match v.parse::<http::Uri>() {
-                Ok(u) if u.host().is_none() || u.host() == Some(host) => {
-                    if let Some(pq) = u.path_and_query() {
-                        targets.push(pq.as_str().to_string());
-                    }
+        let Some(u) = resp
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<http::Uri>().ok())
+        else {
+            continue;
+        };
+        let Some(pq) = u.path_and_query() else {
+            continue;
+        };
+        match (u.scheme_str(), u.authority()) {
+            (None, None) => targets.push((Some(scheme), pq.as_str().to_string())),
+            (Some(s), Some(a)) => {
+                let (target_scheme, port) = match s {
+                    "https" => (Scheme::Https, 443),
+                    "http" => (Scheme::Http, 80),
+                    _ => continue,
+                };
+                let same_host = crate::edge::target::normalize_host(a.as_str().as_bytes(), port)
+                    .is_ok_and(|n| n.rewritten.as_deref().unwrap_or(a.as_str()) == host);
+                if same_host {
+                    targets.push((Some(target_scheme), pq.as_str().to_string()));
                 }
-                _ => {}
             }
+            _ => {}
         }
     }
-    for t in &targets {
-        store.purge_url(host, t).await;
+    for (scheme, t) in &targets {
+        store.purge_url(*scheme, host, t).await;
         // A route with `key.ignore_query` stores the path alone: invalidate that entry too.
         if let Some((path, _)) = t.split_once('?') {
-            store.purge_url(host, path).await;
+            store.purge_url(*scheme, host, path).await;
         }
     }
 }
@@ -186,20 +249,13 @@ fn lowercase_content_type(resp: &mut ResponseHeader) {
     }
 }
 
-/// Switches the response to br: headers now, body in [`encode_body`].
-fn start_brotli(
-    runtime: &Runtime,
-    route: usize,
-    resp: &mut ResponseHeader,
-    ctx: &mut RequestCtx,
-) -> Result<()> {
-    let Some(policy) = runtime.route_compression[route].as_ref() else {
-        return Ok(());
-    };
+/// The headers of a body the gateway re-codes as it streams: its length is unknown, ranges
+/// no longer apply, a strong validator becomes weak (RFC 9110 8.8.3: the bytes differ), and
+/// the response depends on `Accept-Encoding`.
+fn recoded_headers(resp: &mut ResponseHeader) -> Result<()> {
     resp.remove_header(&http::header::CONTENT_LENGTH);
-    resp.insert_header(http::header::CONTENT_ENCODING, "br")?;
+    resp.remove_header(&http::header::ACCEPT_RANGES);
     resp.append_header(http::header::VARY, "Accept-Encoding")?;
-    // RFC 9110 8.8.3: the encoded bytes differ, so a strong validator becomes weak.
     let weak = resp
         .headers
         .get(http::header::ETAG)
@@ -208,9 +264,53 @@ fn start_brotli(
     if let Some(w) = weak {
         resp.insert_header(http::header::ETAG, w)?;
     }
+    Ok(())
+}
+
+/// Switches the response to br: headers now, body in [`encode_body`].
+fn start_brotli(
+    policy: &crate::compression::CompressionPolicy,
+    resp: &mut ResponseHeader,
+    ctx: &mut RequestCtx,
+) -> Result<()> {
+    recoded_headers(resp)?;
+    resp.insert_header(http::header::CONTENT_ENCODING, "br")?;
     ctx.brotli = Some(Box::new(crate::compression::BrotliStream::new(
         policy.level,
     )));
+    Ok(())
+}
+
+/// Switches a gzip response to identity for a client that does not accept gzip: headers
+/// now, body in [`encode_body`], bounded by `max_decompressed_bytes`.
+fn start_inflate(
+    policy: &crate::compression::CompressionPolicy,
+    resp: &mut ResponseHeader,
+    ctx: &mut RequestCtx,
+) -> Result<()> {
+    recoded_headers(resp)?;
+    resp.remove_header(&http::header::CONTENT_ENCODING);
+    // HTTP/1.1 streams it chunked (Pingora drops the header on HTTP/2 and for HTTP/1.0).
+    resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+    ctx.inflate = Some(Box::new(crate::compression::Inflate::new(
+        policy.max_decompressed_bytes,
+    )));
+    Ok(())
+}
+
+/// Decodes the body of a gzip response switched to identity ([`start_inflate`]). Past a
+/// bound the response is cut off: the error aborts it, so the client sees a truncated body
+/// (no final chunk, or a reset stream), never a short body that looks complete.
+pub fn inflate_body(
+    body: &mut Option<bytes::Bytes>,
+    end: bool,
+    ctx: &mut RequestCtx,
+) -> std::result::Result<(), crate::compression::InflateError> {
+    let Some(dec) = ctx.inflate.as_mut() else {
+        return Ok(());
+    };
+    let out = dec.push(body.as_deref().unwrap_or(&[]), end)?;
+    *body = Some(out);
     Ok(())
 }
 

@@ -1,8 +1,7 @@
 //! Per-request state carried through the proxy phases.
 
-use super::protection::RateInfo;
 use crate::metrics::RouteInFlight;
-use crate::policy::ConcurrencyGuard;
+use crate::policy::{ConcurrencyGuard, Decision};
 use crate::upstream::{Admission, InflightGuard};
 use http::HeaderValue;
 use std::net::IpAddr;
@@ -22,12 +21,23 @@ pub struct RequestCtx {
     pub tried: Vec<usize>,
     /// The request id, forwarded upstream and returned downstream.
     pub request_id: Option<HeaderValue>,
+    /// The normalized host the request is for (none for HTTP/1.0 without `Host`).
+    pub host: Option<EffectiveHost>,
+    /// Whether the client connection is TLS (the request's scheme is `https`).
+    pub tls: bool,
+    /// Whether the TCP peer is in `trusted_proxies` (its forwarding headers are believed).
+    pub peer_trusted: bool,
+    /// The request carries `Cookie` on a `cookies: bypass` route: only explicitly shared
+    /// responses may be served to it from the cache or stored from it.
+    pub cookie_request: bool,
+    /// Why edge admission refused the request (answered with 400 in `request_filter`).
+    pub refused: Option<&'static str>,
     /// Holds the backend's in-flight count up while the request uses it.
     pub inflight: Option<InflightGuard>,
     /// The client IP (the peer, or from `X-Forwarded-For` behind trusted proxies).
     pub client_ip: Option<IpAddr>,
     /// The rate-limit decision, kept to render `RateLimit-*` on the response.
-    pub rate: Option<RateInfo>,
+    pub rate: Option<Decision>,
     /// Holds the route's `max_in_flight` slot while the request runs.
     pub route_slot: Option<ConcurrencyGuard>,
     /// The circuit breaker's decision for this request.
@@ -43,6 +53,10 @@ pub struct RequestCtx {
     pub compressing: bool,
     /// Whether br was negotiated (the gateway encodes br itself).
     pub wants_br: bool,
+    /// Whether the client accepts gzip (otherwise gzip from the upstream is decoded).
+    pub accepts_gzip: bool,
+    /// The gzip decoder, once a gzip response was switched to identity (boxed like `brotli`).
+    pub inflate: Option<Box<crate::compression::Inflate>>,
     /// The br encoder, once the response was switched to br (boxed: it is 5.6 KB and rare,
     /// and the context is moved inside Pingora's per-request futures).
     pub brotli: Option<Box<crate::compression::BrotliStream>>,
@@ -62,6 +76,27 @@ pub struct RequestCtx {
     pub upstream_started: Option<Instant>,
     /// Upstream time until its response header arrived.
     pub upstream_duration: Option<Duration>,
+}
+
+/// The request's host in normal form: lowercase, no trailing dot, no default port.
+pub struct EffectiveHost {
+    /// `name[:port]`, as forwarded in `Host` and `X-Forwarded-Host`.
+    pub value: HeaderValue,
+    /// Length of the name within `value`.
+    pub name_len: usize,
+}
+
+impl EffectiveHost {
+    /// `name[:port]`.
+    pub fn as_str(&self) -> &str {
+        // Normalized hosts are ASCII.
+        std::str::from_utf8(self.value.as_bytes()).unwrap_or("")
+    }
+
+    /// The name without its port, as routes match it.
+    pub fn name(&self) -> &str {
+        self.as_str().get(..self.name_len).unwrap_or("")
+    }
 }
 
 /// Why the gateway refused a request itself, for metrics and the access log.
@@ -102,6 +137,11 @@ impl RequestCtx {
             backend: None,
             tried: Vec::new(),
             request_id: None,
+            host: None,
+            tls: false,
+            peer_trusted: false,
+            cookie_request: false,
+            refused: None,
             inflight: None,
             client_ip: None,
             rate: None,
@@ -112,6 +152,8 @@ impl RequestCtx {
             accept_encoding: None,
             compressing: false,
             wants_br: false,
+            accepts_gzip: false,
+            inflate: None,
             brotli: None,
             br_bytes: None,
             cache_status: None,
@@ -137,6 +179,7 @@ mod tests {
         // Pingora moves the context through its per-request futures, and the whole future
         // is copied into a fresh box for every request: a 5.6 KB br encoder held inline once
         // cost 22k instructions per request in memcpy alone (docs/performance.md).
-        assert!(std::mem::size_of::<super::RequestCtx>() <= 512);
+        let size = std::mem::size_of::<super::RequestCtx>();
+        assert!(size <= 512, "RequestCtx is {size} bytes");
     }
 }

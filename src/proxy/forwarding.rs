@@ -1,6 +1,8 @@
-//! Rewrites the request sent upstream: path, Host, `X-Forwarded-*` and `X-Request-Id`.
+//! Rewrites the request sent upstream: path, Host, `X-Forwarded-*` and `X-Request-Id`, and
+//! removes what an untrusted peer may not assert.
 
 use super::context::RequestCtx;
+use crate::config::ForwardedFor;
 use http::header::{HeaderName, HOST};
 use http::HeaderValue;
 use pingora_error::{OrErr, Result};
@@ -12,14 +14,6 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// `X-Request-Id` as written on the wire (see [`upstream_headers`] for why a `&str`).
 pub const X_REQUEST_ID_NAME: &str = "X-Request-Id";
-
-/// The request's host: the Host header, or the URI authority (HTTP/2).
-pub fn request_host(req: &RequestHeader) -> Option<&str> {
-    req.headers
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.authority().map(|a| a.as_str()))
-}
 
 /// Removes `prefix` from the path, keeping a leading `/` and the query.
 pub fn strip_prefix(req: &mut RequestHeader, prefix: &str) -> Result<()> {
@@ -45,40 +39,122 @@ pub fn strip_prefix(req: &mut RequestHeader, prefix: &str) -> Result<()> {
     Ok(())
 }
 
-/// Sets Host (unless preserved), the `X-Forwarded-*` headers and the request id.
+/// Drops the query from the upstream request (routes whose cache key ignores it).
+pub fn strip_query(req: &mut RequestHeader) -> Result<()> {
+    if req.uri.query().is_none() {
+        return Ok(());
+    }
+    let path = req.uri.path().to_string();
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = req.uri.scheme().cloned();
+    parts.authority = req.uri.authority().cloned();
+    parts.path_and_query = Some(path.parse().or_err(
+        pingora_error::ErrorType::InvalidHTTPHeader,
+        "rewriting path",
+    )?);
+    let uri = http::Uri::from_parts(parts).or_err(
+        pingora_error::ErrorType::InvalidHTTPHeader,
+        "rewriting path",
+    )?;
+    req.set_uri(uri);
+    Ok(())
+}
+
+/// Headers a client could use to make an origin or a cache believe something about the
+/// request that the gateway did not decide: removed from a peer outside `trusted_proxies`
+/// (the `X-Forwarded-*` ones are then set by [`upstream_headers`] from the gateway's own view).
+const PEER_ASSERTED: [&str; 9] = [
+    "forwarded",
+    "x-real-ip",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-scheme",
+    "x-host",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
+/// Inputs that change what an origin answers without being part of the cache key: a request
+/// that still carries one after [`scrub_untrusted`] bypasses the cache.
+const UNKEYED_OVERRIDES: [&str; 7] = [
+    "x-forwarded-scheme",
+    "x-host",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Removes the [`PEER_ASSERTED`] headers of a request from an untrusted peer. One pass over
+/// the names first, so a clean request (the common case) costs no lookups.
+pub fn scrub_untrusted(req: &mut RequestHeader) {
+    let dirty = req
+        .headers
+        .keys()
+        .any(|k| PEER_ASSERTED.contains(&k.as_str()));
+    if dirty {
+        for name in PEER_ASSERTED {
+            req.remove_header(name);
+        }
+    }
+}
+
+/// Whether the request carries an override the cache key does not cover.
+pub fn has_unkeyed_override(req: &RequestHeader) -> bool {
+    req.headers
+        .keys()
+        .any(|k| UNKEYED_OVERRIDES.contains(&k.as_str()))
+}
+
+/// Sets Host (the effective host, or the backend's), the `X-Forwarded-*` headers and the
+/// request id. A trusted proxy's `X-Forwarded-Proto`/`-Host`/`-Port` are kept; an untrusted
+/// peer's were removed by [`scrub_untrusted`], so the gateway's own values go out.
 pub fn upstream_headers(
     session: &Session,
     req: &mut RequestHeader,
     ctx: &RequestCtx,
     preserve_host: bool,
     backend_host: &HeaderValue,
+    forwarded_for: ForwardedFor,
 ) -> Result<()> {
     // Names are passed as `&'static str` and values as clones of already-built (shared)
     // values: every `insert_header` re-parses its name, and a `HeaderName` argument would
     // also be copied into Pingora's case map first.
-    let client_host = client_host_value(session.req_header());
-    if !preserve_host {
-        req.insert_header(HOST, backend_host.clone())?;
-    } else if !req.headers.contains_key(HOST) {
-        if let Some(h) = &client_host {
-            req.insert_header(HOST, h.clone())?;
-        }
+    match (preserve_host, &ctx.host) {
+        (true, Some(h)) => req.insert_header(HOST, h.value.clone())?,
+        (true, None) => {}
+        (false, _) => req.insert_header(HOST, backend_host.clone())?,
     }
     if let Some(ip) = session
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip())
     {
-        let xff = forwarded_for(req, ip)?;
+        let keep_incoming = ctx.peer_trusted || forwarded_for == ForwardedFor::Append;
+        let xff = forwarded_for_value(req, ip, keep_incoming)?;
         req.insert_header("X-Forwarded-For", xff)?;
     }
-    let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-    req.insert_header(
-        "X-Forwarded-Proto",
-        HeaderValue::from_static(if tls { "https" } else { "http" }),
-    )?;
-    if let Some(h) = client_host {
-        req.insert_header("X-Forwarded-Host", h)?;
+    if !req.headers.contains_key("x-forwarded-proto") {
+        req.insert_header(
+            "X-Forwarded-Proto",
+            HeaderValue::from_static(if ctx.tls { "https" } else { "http" }),
+        )?;
+    }
+    if !req.headers.contains_key("x-forwarded-host") {
+        if let Some(h) = &ctx.host {
+            req.insert_header("X-Forwarded-Host", h.value.clone())?;
+        }
+    }
+    if !req.headers.contains_key("x-forwarded-port") {
+        if let Some(port) = session
+            .server_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.port())
+        {
+            req.insert_header("X-Forwarded-Port", HeaderValue::from(port))?;
+        }
     }
     if let Some(id) = &ctx.request_id {
         req.insert_header(X_REQUEST_ID_NAME, id.clone())?;
@@ -86,9 +162,13 @@ pub fn upstream_headers(
     Ok(())
 }
 
-/// `X-Forwarded-For`: every incoming line kept, in order, and `ip` appended; the address is
-/// rendered on the stack, not into a `String`.
-fn forwarded_for(req: &RequestHeader, ip: std::net::IpAddr) -> Result<HeaderValue> {
+/// `X-Forwarded-For`: `ip`, after every incoming line (in order) when `keep_incoming`; the
+/// address is rendered on the stack, not into a `String`.
+fn forwarded_for_value(
+    req: &RequestHeader,
+    ip: std::net::IpAddr,
+    keep_incoming: bool,
+) -> Result<HeaderValue> {
     use std::io::Write;
     let mut ip_buf = [0u8; 64];
     let mut cursor = std::io::Cursor::new(&mut ip_buf[..]);
@@ -100,7 +180,7 @@ fn forwarded_for(req: &RequestHeader, ip: std::net::IpAddr) -> Result<HeaderValu
         .headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
-        .filter(|v| !v.is_empty())
+        .filter(|v| keep_incoming && !v.is_empty())
         .peekable();
     let value = if previous.peek().is_none() {
         HeaderValue::from_bytes(ip)
@@ -117,16 +197,4 @@ fn forwarded_for(req: &RequestHeader, ip: std::net::IpAddr) -> Result<HeaderValu
         pingora_error::ErrorType::InvalidHTTPHeader,
         "bad X-Forwarded-For",
     )
-}
-
-/// The client's Host as a header value: its `Host` header (shared, not copied), else the
-/// request line's authority (HTTP/2 carries it there).
-fn client_host_value(req: &RequestHeader) -> Option<HeaderValue> {
-    match req.headers.get(HOST) {
-        Some(h) => Some(h.clone()),
-        None => req
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
-    }
 }

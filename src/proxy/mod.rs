@@ -1,6 +1,7 @@
 //! The `ProxyHttp` implementation. Each hook is a table-of-contents entry that hands off to a
 //! module: routing, upstream selection, header forwarding, responses.
 
+mod admission;
 mod caching;
 mod context;
 mod forwarding;
@@ -9,8 +10,9 @@ mod observe;
 mod protection;
 mod request_id;
 mod respond;
+mod upgrade;
 
-pub use context::{Rejection, RequestCtx};
+pub use context::{EffectiveHost, Rejection, RequestCtx};
 pub use forwarding::{X_REQUEST_ID, X_REQUEST_ID_NAME};
 
 use crate::routing::Action;
@@ -57,8 +59,13 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let d = &self.runtime.downstream;
-        // 0 turns keep-alive off, as in NGINX (Pingora would read it as "forever").
-        session.set_keepalive((d.keepalive_timeout_secs > 0).then_some(d.keepalive_timeout_secs));
+        // Only a connection the client keeps alive (HTTP/1.1, or HTTP/1.0 that asked) gets the
+        // configured idle timeout; 0 turns keep-alive off, as in NGINX (Pingora would read it
+        // as "forever").
+        if session.get_keepalive().is_some() {
+            session
+                .set_keepalive((d.keepalive_timeout_secs > 0).then_some(d.keepalive_timeout_secs));
+        }
         if d.keepalive_requests.is_some() {
             session.set_keepalive_reuses_remaining(d.keepalive_requests);
         }
@@ -67,15 +74,31 @@ impl ProxyHttp for GatewayProxy {
         if crate::server::draining() {
             session.set_keepalive(None);
         }
+        ctx.request_id = Some(request_id::resolve(
+            session.req_header().headers.get(&X_REQUEST_ID),
+        ));
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let trusted = &self.runtime.trusted_proxies;
+        ctx.peer_trusted = trusted.trusts_peer(peer);
+        ctx.client_ip = trusted.client_ip(peer, &session.req_header().headers);
+        if !ctx.peer_trusted {
+            forwarding::scrub_untrusted(session.req_header_mut());
+        }
+        if let Err(reason) = admission::admit(session, ctx, &d.paths) {
+            ctx.refused = Some(reason);
+            return Ok(());
+        }
         let req = session.req_header();
-        ctx.request_id = Some(request_id::resolve(req.headers.get(&X_REQUEST_ID)));
         // Routing happens here, before Pingora's compression module reads the request, because
         // the route decides whether (and how) to compress.
         ctx.route = self
             .runtime
             .routes
             .find(
-                forwarding::request_host(req),
+                ctx.host.as_ref().map(EffectiveHost::name),
                 req.uri.path(),
                 &req.method,
                 &req.headers,
@@ -96,6 +119,12 @@ impl ProxyHttp for GatewayProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         caching::restore_accept_encoding(session, ctx);
+        if let Some(reason) = ctx.refused {
+            ctx.decision = Some(Rejection::BadRequest);
+            let body = format!("bad request: {reason}\n");
+            respond::error(session, ctx, 400, &body, true).await?;
+            return Ok(true);
+        }
         if let Some((status, body)) =
             framing::problem(session, self.runtime.downstream.max_header_bytes)
         {
@@ -118,8 +147,29 @@ impl ProxyHttp for GatewayProxy {
             return Ok(true);
         }
         match &route.action {
+            Action::Proxy {
+                strip_prefix: Some(_),
+                ..
+            } if !self.runtime.downstream.paths.normalize
+                && crate::edge::path::has_dot_segment(
+                    session.req_header().uri.path().as_bytes(),
+                ) =>
+            {
+                // Without normalization nothing resolves `..`, and a stripped path must never
+                // climb out of its prefix.
+                ctx.decision = Some(Rejection::BadRequest);
+                respond::error(
+                    session,
+                    ctx,
+                    400,
+                    "bad request: dot-segment in path\n",
+                    true,
+                )
+                .await?;
+                Ok(true)
+            }
             Action::Respond(fixed) => {
-                respond::fixed(session, ctx, fixed).await?;
+                respond::fixed(&self.runtime, session, ctx, fixed).await?;
                 Ok(true)
             }
             Action::Proxy { upstream, .. } => {
@@ -149,7 +199,11 @@ impl ProxyHttp for GatewayProxy {
     fn cache_key_callback(&self, session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
         let req = session.req_header();
         match ctx.route.and_then(|r| self.runtime.route_cache[r].as_ref()) {
-            Some(rc) => Ok(rc.key(req, forwarding::request_host(req).unwrap_or(""))),
+            Some(rc) => Ok(rc.key(
+                req,
+                crate::cache::Scheme::of(ctx.tls),
+                ctx.host.as_ref().map_or("", |h| h.as_str()),
+            )),
             None => Error::e_explain(
                 ErrorType::InternalError,
                 "cache key without a caching route",
@@ -175,7 +229,26 @@ impl ProxyHttp for GatewayProxy {
             .contains_key(http::header::AUTHORIZATION);
         let merged = caching::merge_revalidation(resp, ctx);
         let resp = merged.as_ref().unwrap_or(resp);
-        Ok(crate::cache::cacheability(resp, auth, rc, store.ttl_cap))
+        Ok(crate::cache::cacheability(
+            resp,
+            auth,
+            ctx.cookie_request,
+            rc,
+            store.ttl_cap,
+            &store.targeted,
+        ))
+    }
+
+    async fn cache_hit_filter(
+        &self,
+        _session: &mut Session,
+        meta: &CacheMeta,
+        _hit_handler: &mut pingora_cache::storage::HitHandler,
+        _is_fresh: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<pingora_cache::ForcedFreshness>> {
+        Ok((!caching::hit_allowed(&self.runtime, meta, ctx))
+            .then_some(pingora_cache::ForcedFreshness::ForceMiss))
     }
 
     fn cache_vary_filter(
@@ -298,12 +371,26 @@ impl ProxyHttp for GatewayProxy {
         if let Some(prefix) = strip_prefix {
             forwarding::strip_prefix(upstream_request, prefix)?;
         }
+        if self.runtime.route_cache[route.index]
+            .as_ref()
+            .is_some_and(|rc| rc.ignore_query)
+        {
+            // The query is not in the key, so it must not change what the origin answers.
+            forwarding::strip_query(upstream_request)?;
+        }
         static NO_HOST: http::HeaderValue = http::HeaderValue::from_static("");
         let backend_host = match (self.upstream(ctx), ctx.backend) {
             (Some(up), Some(slot)) => up.host_header(slot),
             _ => &NO_HOST,
         };
-        forwarding::upstream_headers(session, upstream_request, ctx, *preserve_host, backend_host)
+        forwarding::upstream_headers(
+            session,
+            upstream_request,
+            ctx,
+            *preserve_host,
+            backend_host,
+            self.runtime.downstream.forwarded_for,
+        )
     }
 
     async fn upstream_response_filter(
@@ -313,6 +400,16 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_duration = ctx.upstream_started.map(|t| t.elapsed());
+        if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS
+            && !upgrade::switch_allowed(session.req_header(), upstream_response)
+        {
+            // Before `response_started`: the client chose the tokens, so this is not counted
+            // against the backend.
+            return Error::e_explain(
+                ErrorType::HTTPStatus(502),
+                "101 from the upstream without a matching Upgrade request",
+            );
+        }
         caching::note_revalidation(session, upstream_response, ctx);
         if let Some(i) = ctx.upstream {
             let status = upstream_response.status.as_u16();
@@ -332,7 +429,7 @@ impl ProxyHttp for GatewayProxy {
         if crate::server::draining() {
             session.set_keepalive(None);
         }
-        protection::rate_headers(ctx, upstream_response)?;
+        protection::rate_headers(&self.runtime, ctx, upstream_response)?;
         caching::on_response(&self.runtime, session, upstream_response, ctx).await?;
         if let Some(id) = &ctx.request_id {
             upstream_response.insert_header(X_REQUEST_ID_NAME, id.clone())?;
@@ -380,6 +477,13 @@ impl ProxyHttp for GatewayProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
+        if let Err(e) = caching::inflate_body(body, end_of_stream, ctx) {
+            self.runtime.metrics.record_decompression_cut();
+            return Error::e_explain(
+                ErrorType::InternalError,
+                format!("decompressing the upstream's gzip: {e:?}"),
+            );
+        }
         caching::encode_body(body, end_of_stream, ctx)?;
         Ok(None)
     }

@@ -18,17 +18,12 @@ pub async fn guard_route(
     session: &mut Session,
     ctx: &mut RequestCtx,
 ) -> Result<bool> {
-    let peer = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip());
-    ctx.client_ip = runtime
-        .trusted_proxies
-        .client_ip(peer, &session.req_header().headers);
     let guards = &runtime.guards[route];
     if let Some(policy) = &guards.rate {
         let decision = match &policy.key {
-            LimitKey::ClientIp => policy.limiter.check(&ctx.client_ip),
+            LimitKey::ClientIp => policy
+                .limiter
+                .check(&ctx.client_ip.map(|ip| policy.client_key(ip))),
             LimitKey::Route => policy.limiter.check(&()),
             LimitKey::Header(name) => policy.limiter.check(
                 session
@@ -60,11 +55,7 @@ pub async fn guard_route(
             return Ok(true);
         }
         if policy.headers {
-            ctx.rate = Some(RateInfo {
-                decision,
-                limit: policy.limit_header.clone(),
-                policy: policy.policy_header.clone(),
-            });
+            ctx.rate = Some(decision);
         }
     }
     if let Some(cap) = &guards.in_flight {
@@ -156,21 +147,13 @@ pub fn finish(up: &Upstream, ctx: &mut RequestCtx, e: Option<&Error>) {
     }
 }
 
-/// What an admitted request's response reports in its `RateLimit-*` headers.
-pub struct RateInfo {
-    /// The limiter's decision for this request.
-    pub decision: Decision,
-    /// Pre-rendered `RateLimit-Limit`.
-    pub limit: HeaderValue,
-    /// Pre-rendered `RateLimit-Policy`.
-    pub policy: HeaderValue,
-}
-
-/// Adds `RateLimit-*` headers for an admitted request, when the route sends them.
-pub fn rate_headers(ctx: &RequestCtx, h: &mut ResponseHeader) -> Result<()> {
-    match &ctx.rate {
-        Some(r) => insert_rate_headers(h, &r.decision, &r.limit, &r.policy),
-        None => Ok(()),
+/// Adds `RateLimit-*` headers for an admitted request, when the route sends them; the
+/// pre-rendered values come from the route's policy, the decision from the context.
+pub fn rate_headers(runtime: &Runtime, ctx: &RequestCtx, h: &mut ResponseHeader) -> Result<()> {
+    let policy = ctx.route.and_then(|r| runtime.guards[r].rate.as_ref());
+    match (&ctx.rate, policy) {
+        (Some(d), Some(p)) => insert_rate_headers(h, d, &p.limit_header, &p.policy_header),
+        _ => Ok(()),
     }
 }
 

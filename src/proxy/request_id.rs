@@ -1,4 +1,8 @@
 //! Request ids: keep a sane incoming `X-Request-Id`, otherwise mint a unique one cheaply.
+//!
+//! "Sane" is at most 128 characters of `[A-Za-z0-9._:-]`: an id lands in logs, traces and
+//! other services' headers, so anything that could break a log line or a header parser
+//! (spaces, quotes, commas, `%`, control bytes) is replaced rather than forwarded.
 
 use http::HeaderValue;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,11 +15,12 @@ const MAX_LEN: usize = 128;
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 static PREFIX: OnceLock<u64> = OnceLock::new();
 
-/// Returns the incoming id when it is short and printable, otherwise a new one.
+/// Returns the incoming id when it is short and of the allowed characters, otherwise a new one.
 pub fn resolve(incoming: Option<&HeaderValue>) -> HeaderValue {
     if let Some(v) = incoming {
         let b = v.as_bytes();
-        if !b.is_empty() && b.len() <= MAX_LEN && b.iter().all(|c| c.is_ascii_graphic()) {
+        let allowed = |c: &u8| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-');
+        if !b.is_empty() && b.len() <= MAX_LEN && b.iter().all(allowed) {
             return v.clone();
         }
     }
@@ -60,7 +65,21 @@ mod tests {
         let b = resolve(None);
         assert_ne!(a, b);
         assert_eq!(a.len(), 33);
-        let bad = HeaderValue::from_str(&"x".repeat(200)).unwrap();
-        assert_ne!(resolve(Some(&bad)), bad);
+        let keep = HeaderValue::from_static("Ab.9_:-z");
+        assert_eq!(resolve(Some(&keep)), keep);
+        let at_limit = HeaderValue::from_str(&"x".repeat(128)).unwrap();
+        assert_eq!(resolve(Some(&at_limit)), at_limit);
+        for bad in [
+            "x".repeat(129),
+            "a b".into(),
+            "a\"b".into(),
+            "a,b".into(),
+            "a%0d".into(),
+            "<script>".into(),
+            "id/1".into(),
+        ] {
+            let bad = HeaderValue::from_str(&bad).unwrap();
+            assert_ne!(resolve(Some(&bad)), bad, "{bad:?}");
+        }
     }
 }

@@ -3,6 +3,7 @@
 use super::context::RequestCtx;
 use super::forwarding::X_REQUEST_ID_NAME;
 use crate::routing::FixedResponse;
+use crate::runtime::Runtime;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::HeaderValue;
@@ -11,9 +12,14 @@ use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
 /// Writes a `respond:` route's fixed response.
-pub async fn fixed(session: &mut Session, ctx: &RequestCtx, resp: &FixedResponse) -> Result<()> {
+pub async fn fixed(
+    runtime: &Runtime,
+    session: &mut Session,
+    ctx: &RequestCtx,
+    resp: &FixedResponse,
+) -> Result<()> {
     let mut h = ResponseHeader::build(resp.status, Some(resp.headers.len() + 6))?;
-    super::protection::rate_headers(ctx, &mut h)?;
+    super::protection::rate_headers(runtime, ctx, &mut h)?;
     for (k, v) in &resp.headers {
         h.insert_header(k.clone(), v.clone())?;
     }
@@ -38,7 +44,7 @@ pub async fn error(
     session: &mut Session,
     ctx: &RequestCtx,
     status: u16,
-    body: &'static str,
+    body: &str,
     close: bool,
 ) -> Result<()> {
     error_with(
@@ -57,7 +63,7 @@ pub async fn error_with(
     session: &mut Session,
     ctx: &RequestCtx,
     status: u16,
-    body: &'static str,
+    body: &str,
     close: bool,
     mut h: ResponseHeader,
 ) -> Result<()> {
@@ -79,7 +85,7 @@ pub async fn error_with(
         .await?;
     if !head_only {
         session
-            .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
+            .write_response_body(Some(Bytes::copy_from_slice(body.as_bytes())), true)
             .await?;
     }
     Ok(())

@@ -41,6 +41,9 @@ pub(super) fn proxy_services(
         opts.h2_idle_timeout = Some(Duration::from_secs(
             runtime.downstream.keepalive_timeout_secs.max(1),
         ));
+        // One deadline from accept: the TLS handshake (below), the h2c preface and the h2
+        // handshake (here), then the first request header (`HeaderTimeout`).
+        opts.handshake_timeout = Some(runtime.downstream.header_read_timeout);
         proxy.server_options = Some(opts);
         let app = HeaderTimeout {
             inner: Arc::new(proxy),
@@ -52,6 +55,9 @@ pub(super) fn proxy_services(
             "avx-gateway"
         };
         let mut service = Service::new(name.to_string(), app);
+        service.set_handshake_timeout(runtime.downstream.header_read_timeout);
+        // Shared by both services, so `server.max_connections` caps the process.
+        service.set_connection_limit(runtime.connections.clone());
         for l in listeners {
             match &l.tls {
                 Some(tls) => {
@@ -98,10 +104,12 @@ pub(super) fn check_bindable(config: &Config) -> Result<()> {
     Ok(())
 }
 
-/// Bounds how long a client may take to send its request header.
+/// Bounds how long a client may take to send its request header, as one deadline for the
+/// whole header (a client trickling a byte at a time gains nothing), not a per-read timeout.
 ///
-/// Pingora reads the first request of a connection with a fixed 60 s per-read timeout; this
-/// applies `server.header_read_timeout_ms` instead before handing the session to the proxy.
+/// The first request of a connection must be complete `header_read_timeout_ms` after the
+/// connection was accepted (the TLS or h2 handshake counts against it); a later request on a
+/// kept-alive connection, that long after its first byte arrived.
 struct HeaderTimeout {
     inner: Arc<HttpProxy<GatewayProxy>>,
     timeout: Duration,
@@ -122,11 +130,16 @@ impl HttpServerApp for HeaderTimeout {
         // connection carries the marker from `persist_connection_context` and keeps its idle
         // keep-alive timeout.
         let reused = session.take_connection_user_context();
-        if reused.is_none() {
+        let deadline = if reused.is_none() {
             session.set_keepalive(None);
-        }
+            self.timeout.saturating_sub(since_accept(&session))
+        } else {
+            self.timeout
+        };
         session.set_connection_user_context(reused);
         session.set_read_timeout(Some(self.timeout));
+        // Zero would mean "already late": give it a millisecond to fail the read cleanly.
+        session.set_header_read_timeout(Some(deadline.max(Duration::from_millis(1))));
         self.inner.process_new_http(session, shutdown).await
     }
 
@@ -141,4 +154,13 @@ impl HttpServerApp for HeaderTimeout {
     async fn http_cleanup(&self) {
         self.inner.http_cleanup().await
     }
+}
+
+/// Time since the connection was accepted (its transport layer's establishment).
+fn since_accept(session: &ServerSession) -> Duration {
+    session
+        .digest()
+        .and_then(|d| d.timing_digest.first().cloned().flatten())
+        .and_then(|t| t.established_ts.elapsed().ok())
+        .unwrap_or(Duration::ZERO)
 }

@@ -34,6 +34,11 @@ routes:
     match: {{ path_prefix: / }}
     upstream: backend
     cache: {route}
+admin:
+  address: {{admin}}
+  # The purge tests address the site (and the admin) by name: DNS-rebinding protection
+  # refuses names it is not told about.
+  allowed_hosts: [{HOST}, admin]
 "#
     )
 }

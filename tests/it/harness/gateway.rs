@@ -376,7 +376,7 @@ fn http_ok(addr: SocketAddr, path: &str) -> bool {
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
     if s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
     )
     .is_err()
     {
