@@ -83,6 +83,9 @@ pub async fn guard_upstream(
     let Some(breaker) = &up.breaker else {
         return Ok(false);
     };
+    if breaker.probing(now_us()) {
+        read_small_body(session).await?;
+    }
     let admission = breaker.admit(now_us());
     ctx.admission = Some(admission);
     if let Admission::Rejected { retry_after_secs } = admission {
@@ -93,6 +96,39 @@ pub async fn guard_upstream(
         return Ok(true);
     }
     Ok(false)
+}
+
+/// Largest request body read in full before a half-open probe slot is taken: what Pingora's
+/// retry buffer holds, which replays it upstream.
+const PROBE_BODY_LIMIT: usize = 64 * 1024;
+
+/// Before a request may become a half-open probe, its body (when it has a known, small
+/// length) is read in full, each read bounded by `client_body_timeout_ms`: a client that
+/// stalls its body then fails with 408 here and never holds the probe slot. The bytes go
+/// into Pingora's retry buffer, which is sent upstream first. A body of unknown or larger
+/// length is streamed as usual (its slot is given back if it stalls; see `finish`).
+async fn read_small_body(session: &mut Session) -> Result<()> {
+    if session.is_body_done() {
+        return Ok(());
+    }
+    let small = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|n| n <= PROBE_BODY_LIMIT);
+    if !small {
+        return Ok(());
+    }
+    session.enable_retry_buffering();
+    while session
+        .read_request_body()
+        .await
+        .map_err(|e| e.into_down())?
+        .is_some()
+    {}
+    Ok(())
 }
 
 /// Reports the request's upstream outcome once: to passive health (per backend) and the breaker.

@@ -115,6 +115,16 @@ impl CircuitBreaker {
         self.transitions.load(Ordering::Relaxed)
     }
 
+    /// Whether a request admitted at `now_us` would be a half-open probe (or refused): the
+    /// circuit is half-open, or open and due to probe. Closed is the fast path (one load).
+    pub fn probing(&self, now_us: u64) -> bool {
+        match self.state() {
+            BreakerState::Closed => false,
+            BreakerState::HalfOpen => true,
+            BreakerState::Open => now_us >= self.open_until.load(Ordering::Acquire),
+        }
+    }
+
     /// Decides whether a request may go upstream at time `now_us`.
     pub fn admit(&self, now_us: u64) -> Admission {
         loop {
