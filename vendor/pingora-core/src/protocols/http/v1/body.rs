@@ -666,6 +666,13 @@ impl BodyReader {
         buf_index_end: usize,
     ) -> Result<(Option<BufRef>, Option<usize>)> {
         let buf = &self.body_buf.as_ref().unwrap()[buf_index_start..buf_index_end];
+        // AVX Gateway patch 10: RFC 9112 7.1: chunk-size = 1*HEXDIG. httparse reads a line with
+        // no digits (an empty line, or one starting with `;` or whitespace) as size 0, i.e. the
+        // last chunk, which ends the body early where another parser would not.
+        if buf.first().is_some_and(|b| !b.is_ascii_hexdigit()) {
+            self.body_state = self.body_state.done(0);
+            return Error::e_explain(INVALID_CHUNK, "chunk size without hex digits");
+        }
         let chunk_status = httparse::parse_chunk_size(buf);
         match chunk_status {
             Ok(status) => {
@@ -2238,6 +2245,24 @@ mod tests {
         let err = body_reader.read_body(&mut mock_io).await.unwrap_err();
         assert_eq!(*err.etype(), INVALID_CHUNK);
         assert_eq!(body_reader.body_state, ParseState::Done(0));
+    }
+
+    // AVX Gateway patch 10: a chunk-size line without hex digits is not a last chunk.
+    #[tokio::test]
+    async fn read_with_body_chunk_size_without_digits() {
+        init_log();
+        for input in [
+            &b"\r\nGET /x HTTP/1.1\r\n\r\n0\r\n\r\n"[..],
+            b";ext\r\n\r\n",
+            b" 1\r\na\r\n0\r\n\r\n",
+        ] {
+            let mut mock_io = Builder::new().read(input).build();
+            let mut body_reader = BodyReader::new(false);
+            body_reader.init_chunked(b"");
+            let err = body_reader.read_body(&mut mock_io).await.unwrap_err();
+            assert_eq!(*err.etype(), INVALID_CHUNK);
+            assert_eq!(body_reader.body_state, ParseState::Done(0));
+        }
     }
 
     #[tokio::test]
