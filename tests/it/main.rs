@@ -3,6 +3,7 @@
 mod harness;
 
 mod access_log;
+mod adversarial;
 mod bad_requests;
 mod balancing;
 mod cache;

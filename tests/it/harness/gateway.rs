@@ -43,9 +43,10 @@ impl Drop for TestDir {
     }
 }
 
-/// The gateway binary built by cargo for these tests.
-pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_avx-gateway")
+/// The gateway binary built by cargo for these tests, or `AVX_GATEWAY_BIN` when set (to run
+/// the suite against another build, e.g. to show a test fails on an older gateway).
+pub fn binary() -> String {
+    std::env::var("AVX_GATEWAY_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_avx-gateway").into())
 }
 
 /// Runs `avx-gateway -t -c <yaml>`; returns (exit success, stderr + stdout).
