@@ -345,7 +345,7 @@ async fn a_config_that_fails_validation_leaves_the_old_process_serving() {
         );
         let out = run_script(vec![
             "-b".into(),
-            binary().into(),
+            binary(),
             "-c".into(),
             bad.display().to_string(),
             "--timeout".into(),
@@ -384,7 +384,7 @@ async fn the_upgrade_script_hands_over_under_load_then_to_a_daemon() {
         // 1. Foreground mode: the old pid comes from /status (no pid file without -d).
         let out = run_script(vec![
             "-b".into(),
-            binary().into(),
+            binary(),
             "-c".into(),
             config.clone(),
             "--timeout".into(),
@@ -422,7 +422,7 @@ async fn the_upgrade_script_hands_over_under_load_then_to_a_daemon() {
         //    and --wait-old waits for the previous process to exit.
         let out = run_script(vec![
             "-b".into(),
-            binary().into(),
+            binary(),
             "-c".into(),
             config,
             "-p".into(),

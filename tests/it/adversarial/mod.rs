@@ -4,8 +4,12 @@
 //!
 //! [`RawOrigin`]: crate::harness::RawOrigin
 
+mod cache_poisoning;
 mod h2_floods;
+mod header_trust;
+mod paths;
 mod smuggling;
+mod targets;
 
 /// The `server:` section every adversarial gateway runs with: the harness's private paths and
 /// short grace periods, plus short client timeouts so that a refused or stalled attack ends
