@@ -479,8 +479,10 @@ impl ProxyHttp for GatewayProxy {
     ) -> Result<Option<std::time::Duration>> {
         if let Err(e) = caching::inflate_body(body, end_of_stream, ctx) {
             self.runtime.metrics.record_decompression_cut();
+            // 502 when nothing was sent yet; either way not the backend's fault for the
+            // breaker: the client's Accept-Encoding decided that the body be decoded.
             return Error::e_explain(
-                ErrorType::InternalError,
+                ErrorType::HTTPStatus(502),
                 format!("decompressing the upstream's gzip: {e:?}"),
             );
         }

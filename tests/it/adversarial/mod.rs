@@ -4,11 +4,16 @@
 //!
 //! [`RawOrigin`]: crate::harness::RawOrigin
 
+mod admin;
+mod bombs;
 mod cache_poisoning;
 mod h2_floods;
 mod header_trust;
+mod http10;
 mod paths;
+mod slowloris;
 mod smuggling;
+mod stalls;
 mod targets;
 
 /// The `server:` section every adversarial gateway runs with: the harness's private paths and
