@@ -248,3 +248,20 @@ async fn an_idle_keepalive_connection_outlives_the_header_timeout() {
     assert_eq!(s.api.hits(), 2);
     s.assert_still_serving().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pingoras_own_400_carries_the_current_date() {
+    // Pingora answers an unparsable request itself from a pre-built header; since the server
+    // keeps a response's own Date (vendor patch 4), that header must not carry a placeholder.
+    let s = setup().await;
+    let mut conn = RawConn::connect(s.gw.addr).await;
+    let _ = conn.send(b"this is not http at all\r\n\r\n").await;
+    let resp = conn.read_response(READ_LIMIT).await.expect("a 400");
+    assert_eq!(resp.status, 400);
+    let date = resp.header("date").expect("a Date header");
+    let when = httpdate::parse_http_date(date).expect("an HTTP date");
+    let age = std::time::SystemTime::now()
+        .duration_since(when)
+        .unwrap_or_default();
+    assert!(age < Duration::from_secs(60), "Date {date:?} is not current");
+}
