@@ -435,6 +435,13 @@ fn matcher(
         }
     }
     if let Some(host) = &m.host {
+        if host.ends_with('.') {
+            // Requests are matched on the normalized host, which has no trailing dot.
+            return err(
+                &p.key("host"),
+                format!("invalid host {host:?}: write it without the trailing dot"),
+            );
+        }
         let bare = host.strip_prefix("*.").unwrap_or(host);
         let name_ok = !bare.is_empty()
             && bare

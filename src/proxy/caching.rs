@@ -299,8 +299,9 @@ fn start_inflate(
 }
 
 /// Decodes the body of a gzip response switched to identity ([`start_inflate`]). Past a
-/// bound the response is cut off: the error aborts it, so the client sees a truncated body
-/// (no final chunk, or a reset stream), never a short body that looks complete.
+/// bound the response is cut off: the error aborts it, so an HTTP/1.1 client sees no final
+/// chunk and an HTTP/2 client a reset stream; an HTTP/1.0 client's body is close-delimited,
+/// so for it a cut cannot be told from the end. Before any byte went out it is a 502.
 pub fn inflate_body(
     body: &mut Option<bytes::Bytes>,
     end: bool,

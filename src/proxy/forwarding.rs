@@ -124,8 +124,8 @@ pub fn upstream_headers(
     // also be copied into Pingora's case map first.
     match (preserve_host, &ctx.host) {
         (true, Some(h)) => req.insert_header(HOST, h.value.clone())?,
-        (true, None) => {}
-        (false, _) => req.insert_header(HOST, backend_host.clone())?,
+        // HTTP/1.0 without Host: the request goes upstream as HTTP/1.1, which needs one.
+        _ => req.insert_header(HOST, backend_host.clone())?,
     }
     if let Some(ip) = session
         .client_addr()

@@ -277,6 +277,29 @@ fn invalid_regex_is_rejected() {
 }
 
 #[test]
+fn route_hosts_and_paths_must_be_in_normal_form() {
+    // Requests are matched after normalization, so these could never match as written.
+    let yaml = format!(
+        "{LISTEN}routes:
+  - name: a
+    match:
+      host: admin.example.com.
+    respond: {{ status: 403 }}
+"
+    );
+    assert_error(&yaml, 6, "routes[0].match.host", "without the trailing dot");
+    let yaml = format!(
+        "{LISTEN}routes:
+  - name: a
+    match:
+      path_prefix: /a/./b
+    respond: {{ status: 403 }}
+"
+    );
+    assert_error(&yaml, 6, "routes[0].match.path_prefix", "write \"/a/b\"");
+}
+
+#[test]
 fn zero_weight_is_rejected() {
     let yaml = format!(
         "{LISTEN}upstreams:

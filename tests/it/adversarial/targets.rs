@@ -257,6 +257,12 @@ async fn host_is_required_on_http11_only() {
         .assert_proxied("HTTP/1.0 without Host", "GET /http10 HTTP/1.0\r\n\r\n")
         .await;
     assert_eq!(req.target, "/http10");
+    // It goes upstream as HTTP/1.1, which needs a Host: the backend's address stands in.
+    assert_eq!(req.version, "HTTP/1.1");
+    assert_eq!(
+        req.header("host"),
+        Some(site.origin.addr.to_string().as_str())
+    );
 }
 
 /// Absolute-form is routed by its authority, must agree with Host, and reaches the origin in
