@@ -11,7 +11,8 @@
 # and reports (run2 - run1) / N: instructions, malloc, free and realloc calls per request.
 # With --cache the gateway's route caches (the origin sends max-age=60), so every request after
 # the first is a cache hit. The kernel's share (syscalls, wake-ups) is not counted; see
-# docs/performance.md for that.
+# docs/performance.md for that. AVX_GW_BIN=/path/to/avx-gateway counts another build (an
+# older one, to measure what a change costs) on the same config.
 set -euo pipefail
 N=2000
 CACHE=""
@@ -68,7 +69,7 @@ profile() { # name requests port cmd...
 }
 
 for n in 1 $((N + 1)); do
-  profile gw "$n" 18401 ./target/release/avx-gateway -c "$WORK/gw.yaml"
+  profile gw "$n" 18401 "${AVX_GW_BIN:-./target/release/avx-gateway}" -c "$WORK/gw.yaml"
   profile bare "$n" 18402 benches/bare-proxy/target/release/bare_proxy 127.0.0.1:18402 127.0.0.1:19000 1
 done
 

@@ -16,6 +16,8 @@
 #   bare      examples/bare_proxy.rs, Pingora defaults                     :18106
 # Metrics are always on. gw-floor and gw-log are issue 6's floor targets (<= 1.15x and
 # <= 1.3x the bare proxy's CPU per request).
+# With AVX_BASELINE_BIN=/path/to/older/avx-gateway, gw-floor-base (:18108) runs that build on
+# gw-floor's config, interleaved with the rest, so a change's cost is measured in one run.
 # A POST-with-body run (hey -m POST) against gw and nginx follows; results land in
 # $BENCH_RESULTS (default /tmp/avx-bench-results). Loopback only; every process it starts is
 # stopped on exit.
@@ -79,8 +81,17 @@ for name in gw gw-floor gw-log gw-cache gw-gzip gw-full; do
 done
 RUST_LOG=warn "$BARE" 127.0.0.1:18106 127.0.0.1:19000 2 2>"$WORK/bare.log" &
 PIDS+=($!)
+PORTS="18101 18102 18103 18104 18105 18106 18107"
+BASELINE=()
+if [ -n "${AVX_BASELINE_BIN:-}" ]; then
+  config gw-floor-base 18108 "$RL" "$CB"
+  RUST_LOG=warn "$AVX_BASELINE_BIN" -c "$WORK/gw-floor-base.yaml" 2>"$WORK/gw-floor-base.log" &
+  PIDS+=($!)
+  PORTS="$PORTS 18108"
+  BASELINE=(--target gw-floor-base@simple=http://127.0.0.1:18108)
+fi
 
-for port in 18101 18102 18103 18104 18105 18106 18107; do
+for port in $PORTS; do
   for _ in $(seq 100); do
     (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break
     sleep 0.1
@@ -95,6 +106,7 @@ done
   --target gw-gzip@compression=http://127.0.0.1:18104 \
   --target gw-full=http://127.0.0.1:18105 \
   --target bare@simple=http://127.0.0.1:18106 \
+  "${BASELINE[@]}" \
   --tag avx-load "$@"
 
 # POST with a 4 KiB body: the harness has no POST scenario, so hey runs it directly, gateway

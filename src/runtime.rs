@@ -38,6 +38,8 @@ pub struct Runtime {
     pub access_log: Option<Arc<AccessLog>>,
     /// `server.max_connections`, shared by every proxy listener.
     pub connections: Arc<ConnectionLimit>,
+    /// `X-Forwarded-Port` values of the listeners, rendered once.
+    pub listener_ports: Box<[(u16, http::HeaderValue)]>,
 }
 
 /// Per-request downstream settings taken from `server:`.
@@ -143,6 +145,12 @@ impl Runtime {
                 metrics,
                 access_log,
                 connections,
+                listener_ports: config
+                    .listeners
+                    .iter()
+                    .filter_map(|l| l.address.parse::<std::net::SocketAddr>().ok())
+                    .map(|a| (a.port(), http::HeaderValue::from(a.port())))
+                    .collect(),
             },
             services,
         ))

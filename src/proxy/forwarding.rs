@@ -3,6 +3,7 @@
 
 use super::context::RequestCtx;
 use crate::config::ForwardedFor;
+use crate::runtime::Runtime;
 use http::header::{HeaderName, HOST};
 use http::HeaderValue;
 use pingora_error::{OrErr, Result};
@@ -10,6 +11,9 @@ use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 /// The request id header, forwarded upstream and returned downstream.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// `X-Request-Id` as written on the wire (see [`upstream_headers`] for why a `&str`).
@@ -90,10 +94,11 @@ const UNKEYED_OVERRIDES: [&str; 7] = [
 /// Removes the [`PEER_ASSERTED`] headers of a request from an untrusted peer. One pass over
 /// the names first, so a clean request (the common case) costs no lookups.
 pub fn scrub_untrusted(req: &mut RequestHeader) {
-    let dirty = req
-        .headers
-        .keys()
-        .any(|k| PEER_ASSERTED.contains(&k.as_str()));
+    // Every name in the list starts with `f` or `x`: most headers are ruled out by one byte.
+    let dirty = req.headers.keys().any(|k| {
+        matches!(k.as_str().as_bytes().first(), Some(b'f' | b'x'))
+            && PEER_ASSERTED.contains(&k.as_str())
+    });
     if dirty {
         for name in PEER_ASSERTED {
             req.remove_header(name);
@@ -117,7 +122,7 @@ pub fn upstream_headers(
     ctx: &RequestCtx,
     preserve_host: bool,
     backend_host: &HeaderValue,
-    forwarded_for: ForwardedFor,
+    runtime: &Runtime,
 ) -> Result<()> {
     // Names are passed as `&'static str` and values as clones of already-built (shared)
     // values: every `insert_header` re-parses its name, and a `HeaderName` argument would
@@ -132,28 +137,35 @@ pub fn upstream_headers(
         .and_then(|a| a.as_inet())
         .map(|a| a.ip())
     {
-        let keep_incoming = ctx.peer_trusted || forwarded_for == ForwardedFor::Append;
+        let keep_incoming =
+            ctx.peer_trusted || runtime.downstream.forwarded_for == ForwardedFor::Append;
         let xff = forwarded_for_value(req, ip, keep_incoming)?;
         req.insert_header("X-Forwarded-For", xff)?;
     }
-    if !req.headers.contains_key("x-forwarded-proto") {
+    if !req.headers.contains_key(&X_FORWARDED_PROTO) {
         req.insert_header(
             "X-Forwarded-Proto",
             HeaderValue::from_static(if ctx.tls { "https" } else { "http" }),
         )?;
     }
-    if !req.headers.contains_key("x-forwarded-host") {
+    if !req.headers.contains_key(&X_FORWARDED_HOST) {
         if let Some(h) = &ctx.host {
             req.insert_header("X-Forwarded-Host", h.value.clone())?;
         }
     }
-    if !req.headers.contains_key("x-forwarded-port") {
+    if !req.headers.contains_key(&X_FORWARDED_PORT) {
         if let Some(port) = session
             .server_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.port())
         {
-            req.insert_header("X-Forwarded-Port", HeaderValue::from(port))?;
+            // Rendered once per listener; a port not in the config is rendered here.
+            let value = runtime
+                .listener_ports
+                .iter()
+                .find(|(p, _)| *p == port)
+                .map_or_else(|| HeaderValue::from(port), |(_, v)| v.clone());
+            req.insert_header("X-Forwarded-Port", value)?;
         }
     }
     if let Some(id) = &ctx.request_id {

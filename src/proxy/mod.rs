@@ -389,7 +389,7 @@ impl ProxyHttp for GatewayProxy {
             ctx,
             *preserve_host,
             backend_host,
-            self.runtime.downstream.forwarded_for,
+            &self.runtime,
         )
     }
 
