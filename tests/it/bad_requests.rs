@@ -263,5 +263,8 @@ async fn pingoras_own_400_carries_the_current_date() {
     let age = std::time::SystemTime::now()
         .duration_since(when)
         .unwrap_or_default();
-    assert!(age < Duration::from_secs(60), "Date {date:?} is not current");
+    assert!(
+        age < Duration::from_secs(60),
+        "Date {date:?} is not current"
+    );
 }
