@@ -81,7 +81,7 @@ echo "check-deploy: sysusers.d and tmpfiles.d snippets: ok"
 
 bash -n deploy/avx-gateway-upgrade
 # The measurement scripts are not deployed, but they are shipped and documented: lint them too.
-shellcheck -x deploy/avx-gateway-upgrade scripts/check-deploy.sh benches/*.sh
+shellcheck -x deploy/avx-gateway-upgrade scripts/check-deploy.sh scripts/fuzz.sh benches/*.sh
 echo "check-deploy: shellcheck: ok"
 
 # The example config must be valid for the binary it ships with (when one is built).
