@@ -81,19 +81,19 @@ for name in gw gw-floor gw-log gw-cache gw-gzip gw-full; do
 done
 RUST_LOG=warn "$BARE" 127.0.0.1:18106 127.0.0.1:19000 2 2>"$WORK/bare.log" &
 PIDS+=($!)
-PORTS="18101 18102 18103 18104 18105 18106 18107"
+PORTS=(18101 18102 18103 18104 18105 18106 18107)
 BASELINE=()
 if [ -n "${AVX_BASELINE_BIN:-}" ]; then
   config gw-floor-base 18108 "$RL" "$CB"
   RUST_LOG=warn "$AVX_BASELINE_BIN" -c "$WORK/gw-floor-base.yaml" 2>"$WORK/gw-floor-base.log" &
   PIDS+=($!)
-  PORTS="$PORTS 18108"
+  PORTS+=(18108)
   BASELINE=(--target gw-floor-base@simple=http://127.0.0.1:18108)
 fi
 
-for port in $PORTS; do
+for port in "${PORTS[@]}"; do
   for _ in $(seq 100); do
-    (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break
+    (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break
     sleep 0.1
   done
 done
