@@ -144,7 +144,9 @@ fn metrics_runtime() -> Runtime {
         routes_yaml(100)
     );
     let cfg: Config = serde_yaml::from_str(&yaml).expect("bench config parses");
-    Runtime::build(&cfg, None).expect("runtime builds").0
+    Runtime::build(&cfg, &Default::default(), None)
+        .expect("runtime builds")
+        .0
 }
 
 fn metrics(c: &mut Criterion) {
@@ -217,6 +219,7 @@ fn access_log(c: &mut Criterion) {
         upstream_duration: Some(std::time::Duration::from_micros(610)),
         cache_status: None,
         decision: None,
+        consumer: None,
         referer: None,
         user_agent: Some(b"Mozilla/5.0 (X11; Linux x86_64) bench"),
     };

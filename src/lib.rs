@@ -12,6 +12,7 @@ pub mod compression;
 pub mod config;
 pub mod edge;
 pub mod metrics;
+pub mod plugin;
 pub mod policy;
 pub mod proxy;
 pub mod routing;

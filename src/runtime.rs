@@ -6,6 +6,7 @@ use crate::compression::CompressionPolicy;
 use crate::config::{Config, ConfigError, ForwardedFor, KeyPath};
 use crate::edge::PathPolicy;
 use crate::metrics::Metrics;
+use crate::plugin::{PluginChain, Registry};
 use crate::policy::{RouteGuards, TrustedProxies};
 use crate::routing::RouteTable;
 use crate::upstream::{HealthService, Upstream};
@@ -30,6 +31,8 @@ pub struct Runtime {
     pub route_cache: Vec<Option<RouteCache>>,
     /// Per-route compression, indexed like the routes.
     pub route_compression: Vec<Option<CompressionPolicy>>,
+    /// Per-route plugin chains (global plugins first), indexed like the routes.
+    pub plugins: Vec<PluginChain>,
     /// Downstream timeouts and limits applied to every request.
     pub downstream: DownstreamSettings,
     /// Prometheus series, recorded at the end of every request.
@@ -65,6 +68,7 @@ impl Runtime {
     /// Compiles the config; returns the runtime and the health-check services to run.
     pub fn build(
         config: &Config,
+        registry: &Registry,
         idle_timeout_override: Option<Duration>,
     ) -> Result<(Runtime, Vec<HealthService>), ConfigError> {
         let mut upstreams = Vec::with_capacity(config.upstreams.len());
@@ -95,6 +99,7 @@ impl Runtime {
                 &p.key("compression"),
             )?);
         }
+        let plugins = build_plugins(config, registry, &paths_policy(&config.server))?;
         let cache = if route_cache.iter().any(Option::is_some) {
             let store = CacheStore::build(&config.cache).map_err(|e| {
                 ConfigError::at(&KeyPath::root().key("cache"), format!("cache: {e}"))
@@ -110,12 +115,7 @@ impl Runtime {
             body_read_timeout: Duration::from_millis(s.client_body_timeout_ms),
             header_read_timeout: Duration::from_millis(s.header_read_timeout_ms),
             max_header_bytes: s.max_header_bytes,
-            paths: PathPolicy {
-                normalize: s.normalize_path,
-                merge_slashes: s.merge_slashes,
-                escaped_slashes: s.escaped_slashes,
-                semicolons: s.path_semicolons,
-            },
+            paths: paths_policy(s),
             forwarded_for: config.forwarded_for,
         };
         let connections = ConnectionLimit::new(s.max_connections);
@@ -141,6 +141,7 @@ impl Runtime {
                 cache,
                 route_cache,
                 route_compression,
+                plugins,
                 downstream,
                 metrics,
                 access_log,
@@ -155,4 +156,44 @@ impl Runtime {
             services,
         ))
     }
+}
+
+fn paths_policy(s: &crate::config::ServerSection) -> PathPolicy {
+    PathPolicy {
+        normalize: s.normalize_path,
+        merge_slashes: s.merge_slashes,
+        escaped_slashes: s.escaped_slashes,
+        semicolons: s.path_semicolons,
+    }
+}
+
+/// Builds the global plugins once and every route's chain on top of them.
+fn build_plugins(
+    config: &Config,
+    registry: &Registry,
+    paths: &PathPolicy,
+) -> Result<Vec<PluginChain>, ConfigError> {
+    let root = KeyPath::root();
+    let global = registry.build_list(&config.plugins, &root.key("plugins"), paths)?;
+    let global_rewrite = config.plugins.iter().any(is_rewrite);
+    config
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let p = root.key("routes").index(i);
+            if r.strip_prefix && (global_rewrite || r.plugins.iter().any(is_rewrite)) {
+                // Both change the path sent upstream; which runs first would be a trap.
+                return Err(ConfigError::at(
+                    &p.key("strip_prefix"),
+                    "cannot be combined with a rewrite plugin (fold the prefix into its regex)",
+                ));
+            }
+            registry.chain(&global, &r.plugins, &p.key("plugins"), paths)
+        })
+        .collect()
+}
+
+fn is_rewrite(spec: &crate::config::PluginSpec) -> bool {
+    matches!(spec, crate::config::PluginSpec::Rewrite(_))
 }

@@ -43,6 +43,8 @@ pub struct LogEntry<'a> {
     pub cache_status: Option<&'a str>,
     /// The gateway's own decision (`rate_limited`, `circuit_open`...), if it made one.
     pub decision: Option<&'a str>,
+    /// The authenticated consumer, once a plugin established one.
+    pub consumer: Option<&'a str>,
     /// The Referer header.
     pub referer: Option<&'a [u8]>,
     /// The User-Agent header.
@@ -93,6 +95,8 @@ pub fn json(out: &mut String, e: &LogEntry<'_>) {
     json_opt(out, e.cache_status.map(str::as_bytes));
     out.push_str(",\"decision\":");
     json_opt(out, e.decision.map(str::as_bytes));
+    out.push_str(",\"consumer\":");
+    json_opt(out, e.consumer.map(str::as_bytes));
     out.push_str(",\"referer\":");
     json_opt(out, e.referer);
     out.push_str(",\"user_agent\":");
@@ -111,7 +115,20 @@ pub fn combined(out: &mut String, e: &LogEntry<'_>) {
         }
         None => out.push('-'),
     }
-    out.push_str(" - - [");
+    out.push_str(" - ");
+    // `$remote_user`: the consumer; a space would split the field, so it is escaped too.
+    match e.consumer {
+        Some(c) if !c.is_empty() => {
+            for part in c.as_bytes().split(|&b| b == b' ').enumerate() {
+                if part.0 > 0 {
+                    out.push_str("\\x20");
+                }
+                clf_escape(out, part.1);
+            }
+        }
+        _ => out.push('-'),
+    }
+    out.push_str(" [");
     clf_time(out, e.time);
     out.push_str("] \"");
     clf_escape(out, e.method.as_bytes());
@@ -298,6 +315,7 @@ mod tests {
             upstream_duration: Some(Duration::from_micros(1_250)),
             cache_status: None,
             decision: None,
+            consumer: None,
             referer: None,
             user_agent: Some(b"curl/8 \"quoted\"\n\\"),
         }
@@ -358,5 +376,21 @@ mod tests {
             "10.1.2.3 - - [14/Nov/2023:22:13:20 +0000] \"GET /a/b?q=1 HTTP/1.1\" 200 42 \"-\" \
              \"curl/8 \\x22quoted\\x22\\x0A\\x5C\" \"abc-1\" 0.012\n"
         );
+    }
+
+    #[test]
+    fn the_consumer_is_remote_user_and_a_json_field() {
+        let mut e = entry();
+        e.consumer = Some("alice smith\"");
+        let mut s = String::new();
+        combined(&mut s, &e);
+        assert!(
+            s.starts_with("10.1.2.3 - alice\\x20smith\\x22 [14/Nov"),
+            "{s}"
+        );
+        s.clear();
+        json(&mut s, &e);
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v["consumer"], "alice smith\"");
     }
 }

@@ -1,12 +1,17 @@
 //! Configuration: the YAML model, loading with located errors, and validation.
 
 mod error;
+mod leaf;
 mod locate;
 mod model;
+mod plugins;
 mod validate;
 
 pub use error::{ConfigError, KeyPath, PathSeg};
+pub(crate) use leaf::deserialize_via_try_from;
+pub use leaf::*;
 pub use model::*;
+pub use plugins::PluginSpec;
 pub use validate::{socket_addr, MAX_WEIGHT};
 
 use std::path::Path;

@@ -3,6 +3,7 @@
 //! Every struct denies unknown fields so that a typo is an error, not a silently ignored key.
 //! Defaults live next to the field they belong to; `docs/configuration.md` mirrors them.
 
+use super::PluginSpec;
 use crate::edge::{EscapedSlashes, PathSemicolons};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -26,6 +27,9 @@ pub struct Config {
     /// Routes, in file order.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Plugins run on every route, before the route's own.
+    #[serde(default)]
+    pub plugins: Vec<PluginSpec>,
     /// Default rate limit for routes that have none of their own.
     #[serde(default)]
     pub rate_limit: Option<RateLimitConfig>,
@@ -440,9 +444,9 @@ pub struct RateLimitConfig {
     /// Extra requests allowed at once above the rate.
     #[serde(default)]
     pub burst: u64,
-    /// `client_ip`, `header:NAME` or `route`.
+    /// `client_ip`, `consumer`, `header:NAME` or `route`.
     #[serde(default = "default_limit_key")]
-    pub key: String,
+    pub key: crate::policy::LimitKey,
     /// Status of a rejected request.
     #[serde(default = "default_limit_status")]
     pub status: u16,
@@ -461,8 +465,8 @@ fn default_ipv6_prefix() -> u8 {
     64
 }
 
-fn default_limit_key() -> String {
-    "client_ip".into()
+fn default_limit_key() -> crate::policy::LimitKey {
+    crate::policy::LimitKey::ClientIp
 }
 fn default_limit_status() -> u16 {
     429
@@ -653,6 +657,9 @@ pub struct RouteConfig {
     /// Response compression for this route (overrides the global section).
     #[serde(default)]
     pub compression: CompressionConfig,
+    /// The route's plugins, after the global ones.
+    #[serde(default)]
+    pub plugins: Vec<PluginSpec>,
 }
 
 /// `routes[].match`.

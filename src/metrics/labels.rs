@@ -60,11 +60,15 @@ pub enum ErrorKind {
     NoRoute,
     /// The client sent a request the gateway refused (framing, size, timeout).
     BadRequest,
+    /// An authentication plugin refused the request (401).
+    Unauthorized,
+    /// An access plugin denied the request (`ip_restriction`, a refused CORS preflight: 403).
+    Forbidden,
 }
 
 impl ErrorKind {
     /// Every kind, in label order.
-    pub const ALL: [ErrorKind; 8] = [
+    pub const ALL: [ErrorKind; 10] = [
         ErrorKind::Connect,
         ErrorKind::Timeout,
         ErrorKind::Upstream5xx,
@@ -73,6 +77,8 @@ impl ErrorKind {
         ErrorKind::CircuitOpen,
         ErrorKind::NoRoute,
         ErrorKind::BadRequest,
+        ErrorKind::Unauthorized,
+        ErrorKind::Forbidden,
     ];
 
     /// The label value.
@@ -86,6 +92,8 @@ impl ErrorKind {
             ErrorKind::CircuitOpen => "circuit_open",
             ErrorKind::NoRoute => "no_route",
             ErrorKind::BadRequest => "bad_request",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::Forbidden => "forbidden",
         }
     }
 }

@@ -24,7 +24,10 @@ use crate::cache::CacheStore;
 use crate::routing::RouteTable;
 use crate::upstream::Upstream;
 use http::Method;
-use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntGauge, Registry};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry,
+};
 use route::{RouteFamilies, RouteSlot};
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +45,7 @@ pub struct Metrics {
     cache: cache::CacheSeries,
     compression: compression::CompressionSeries,
     access_log_dropped: IntCounter,
+    consumer_requests: IntCounterVec,
 }
 
 /// What the proxy observed about one finished request.
@@ -111,7 +115,16 @@ impl Metrics {
             "Access log lines dropped because the writer fell behind.",
         )?;
         registry.register(Box::new(access_log_dropped.clone()))?;
+        let consumer_requests = IntCounterVec::new(
+            Opts::new(
+                "avx_consumer_requests_total",
+                "Authenticated requests by consumer: configured names only, others as \"other\".",
+            ),
+            &["route", "consumer"],
+        )?;
+        registry.register(Box::new(consumer_requests.clone()))?;
         let metrics = Metrics {
+            consumer_requests,
             cache: cache::CacheSeries::register(&registry, cache)?,
             compression: compression::CompressionSeries::register(&registry)?,
             registry,
@@ -160,6 +173,16 @@ impl Metrics {
                 h.observe(d.as_secs_f64());
             }
         }
+    }
+
+    /// Counts one authenticated request under its consumer's label (configured names, or
+    /// `other`), so the series stay bounded by the config. Only requests with a consumer pay
+    /// for the label lookup.
+    pub fn record_consumer(&self, route: Option<usize>, consumer: &str) {
+        let slot = self.slot(route);
+        self.consumer_requests
+            .with_label_values(&[slot.name(), consumer])
+            .inc();
     }
 
     /// Counts one cache lookup's outcome.
@@ -215,7 +238,7 @@ routes:
 "#,
         )
         .unwrap();
-        Runtime::build(&cfg, None).unwrap().0
+        Runtime::build(&cfg, &Default::default(), None).unwrap().0
     }
 
     fn text(m: &Metrics) -> String {

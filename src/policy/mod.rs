@@ -12,8 +12,8 @@ use crate::config::{Config, ConfigError, KeyPath, RateLimitConfig};
 use http::HeaderName;
 use std::net::IpAddr;
 
-/// What a rate limit is keyed on.
-#[derive(Debug, Clone)]
+/// What a rate limit is keyed on (`rate_limit.key`), parsed once by serde.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LimitKey {
     /// The client IP (see [`TrustedProxies`]).
     ClientIp,
@@ -21,18 +21,27 @@ pub enum LimitKey {
     Header(HeaderName),
     /// One bucket for the whole route.
     Route,
+    /// The authenticated consumer; requests without one are keyed by client IP.
+    Consumer,
 }
 
-impl LimitKey {
-    /// Parses `client_ip`, `header:NAME` or `route`.
-    pub fn parse(s: &str) -> Option<LimitKey> {
-        match s {
-            "client_ip" => Some(LimitKey::ClientIp),
-            "route" => Some(LimitKey::Route),
+crate::config::deserialize_via_try_from!(LimitKey, "client_ip, consumer, header:NAME or route");
+
+impl TryFrom<String> for LimitKey {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "client_ip" => Ok(LimitKey::ClientIp),
+            "route" => Ok(LimitKey::Route),
+            "consumer" => Ok(LimitKey::Consumer),
             other => other
                 .strip_prefix("header:")
                 .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok())
-                .map(LimitKey::Header),
+                .map(LimitKey::Header)
+                .ok_or_else(|| {
+                    format!("invalid key {s:?}: expected client_ip, consumer, header:NAME or route")
+                }),
         }
     }
 }
@@ -58,15 +67,7 @@ pub struct RoutePolicy {
 impl RoutePolicy {
     /// Compiles a validated `rate_limit:` section.
     pub fn build(cfg: &RateLimitConfig, path: &KeyPath) -> Result<RoutePolicy, ConfigError> {
-        let key = LimitKey::parse(&cfg.key).ok_or_else(|| {
-            ConfigError::at(
-                &path.key("key"),
-                format!(
-                    "invalid key {:?}: expected client_ip, header:NAME or route",
-                    cfg.key
-                ),
-            )
-        })?;
+        let key = cfg.key.clone();
         let limit = cfg.requests_per_second.ceil() as u64;
         let render = |s: String| {
             http::HeaderValue::from_str(&s)

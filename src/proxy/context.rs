@@ -1,6 +1,7 @@
 //! Per-request state carried through the proxy phases.
 
 use crate::metrics::RouteInFlight;
+use crate::plugin::Consumer;
 use crate::policy::{ConcurrencyGuard, Decision};
 use crate::upstream::{Admission, InflightGuard};
 use http::HeaderValue;
@@ -76,6 +77,8 @@ pub struct RequestCtx {
     pub upstream_started: Option<Instant>,
     /// Upstream time until its response header arrived.
     pub upstream_duration: Option<Duration>,
+    /// The authenticated consumer, set by an authentication plugin.
+    pub consumer: Option<Consumer>,
 }
 
 /// The request's host in normal form: lowercase, no trailing dot, no default port.
@@ -110,8 +113,16 @@ pub enum Rejection {
     InFlightCap,
     /// No route matched.
     NoRoute,
-    /// Malformed or oversized request framing.
+    /// Malformed or oversized request framing, or a path a plugin could not rewrite.
     BadRequest,
+    /// An authentication plugin refused the request.
+    Unauthorized,
+    /// An access plugin denied the request.
+    Forbidden,
+    /// A plugin answered by itself (a redirect, a CORS preflight).
+    PluginAnswered,
+    /// A plugin could not decide (e.g. its auth service is down).
+    PluginUnavailable,
 }
 
 impl Rejection {
@@ -123,6 +134,10 @@ impl Rejection {
             Rejection::InFlightCap => "in_flight_cap",
             Rejection::NoRoute => "no_route",
             Rejection::BadRequest => "bad_request",
+            Rejection::Unauthorized => "unauthorized",
+            Rejection::Forbidden => "forbidden",
+            Rejection::PluginAnswered => "plugin_answered",
+            Rejection::PluginUnavailable => "plugin_unavailable",
         }
     }
 }
@@ -163,6 +178,7 @@ impl RequestCtx {
             route_inflight: None,
             upstream_started: None,
             upstream_duration: None,
+            consumer: None,
         }
     }
 }

@@ -7,6 +7,7 @@ mod context;
 mod forwarding;
 mod framing;
 mod observe;
+mod plugins;
 mod protection;
 mod request_id;
 mod respond;
@@ -143,7 +144,11 @@ impl ProxyHttp for GatewayProxy {
             respond::error(session, ctx, 404, "no route\n", false).await?;
             return Ok(true);
         };
-        if protection::guard_route(&self.runtime, route.index, session, ctx).await? {
+        let r = route.index;
+        if plugins::request(&self.runtime, r, plugins::Stage::BeforeLimit, session, ctx).await?
+            || protection::guard_route(&self.runtime, r, session, ctx).await?
+            || plugins::request(&self.runtime, r, plugins::Stage::AfterLimit, session, ctx).await?
+        {
             return Ok(true);
         }
         match &route.action {
@@ -390,7 +395,9 @@ impl ProxyHttp for GatewayProxy {
             *preserve_host,
             backend_host,
             &self.runtime,
-        )
+        )?;
+        plugins::upstream_request(&self.runtime, upstream_request, ctx).await;
+        Ok(())
     }
 
     async fn upstream_response_filter(
@@ -434,6 +441,7 @@ impl ProxyHttp for GatewayProxy {
         if let Some(id) = &ctx.request_id {
             upstream_response.insert_header(X_REQUEST_ID_NAME, id.clone())?;
         }
+        plugins::response(&self.runtime, session, upstream_response, ctx).await;
         Ok(())
     }
 
@@ -495,6 +503,7 @@ impl ProxyHttp for GatewayProxy {
             protection::finish(&self.runtime.upstreams[i], ctx, e);
         }
         observe::finish(&self.runtime, session, e, ctx);
+        plugins::logging(&self.runtime, session, ctx).await;
     }
 }
 

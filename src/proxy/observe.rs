@@ -30,6 +30,9 @@ pub fn finish(runtime: &Runtime, session: &Session, e: Option<&Error>, ctx: &Req
         error: error_kind(ctx, e, status),
         rate_limited: ctx.decision == Some(Rejection::RateLimited),
     });
+    if let Some(c) = &ctx.consumer {
+        m.record_consumer(ctx.route, c.label());
+    }
     if let Some(event) = ctx.cache_status.and_then(cache_event) {
         m.record_cache(event);
     }
@@ -67,6 +70,11 @@ fn error_kind(ctx: &RequestCtx, e: Option<&Error>, status: u16) -> Option<ErrorK
             Rejection::CircuitOpen => ErrorKind::CircuitOpen,
             Rejection::NoRoute => ErrorKind::NoRoute,
             Rejection::BadRequest => ErrorKind::BadRequest,
+            Rejection::Unauthorized => ErrorKind::Unauthorized,
+            Rejection::Forbidden => ErrorKind::Forbidden,
+            // A redirect or preflight answer is not an error.
+            Rejection::PluginAnswered => return None,
+            Rejection::PluginUnavailable => ErrorKind::Connect,
         });
     }
     if let Some(kind) = e.and_then(|e| error_kind_of(ctx, e, status)) {
@@ -167,6 +175,7 @@ fn entry<'a>(
             .decision
             .map(Rejection::as_str)
             .or_else(|| (ctx.admission == Some(Admission::Probe)).then_some("circuit_probe")),
+        consumer: ctx.consumer.as_ref().map(|c| &*c.name),
         referer: header(REFERER),
         user_agent: header(USER_AGENT),
     }

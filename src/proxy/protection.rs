@@ -25,6 +25,14 @@ pub async fn guard_route(
                 .limiter
                 .check(&ctx.client_ip.map(|ip| policy.client_key(ip))),
             LimitKey::Route => policy.limiter.check(&()),
+            // Before authentication ran (or when it set no consumer) the client IP stands in,
+            // so anonymous traffic still cannot flood the route.
+            LimitKey::Consumer => match &ctx.consumer {
+                Some(c) => policy.limiter.check(c.name.as_bytes()),
+                None => policy
+                    .limiter
+                    .check(&ctx.client_ip.map(|ip| policy.client_key(ip))),
+            },
             LimitKey::Header(name) => policy.limiter.check(
                 session
                     .req_header()

@@ -2,6 +2,7 @@
 
 use super::Gateway;
 use crate::config::{Config, ConfigError, KeyPath};
+use crate::plugin::{Plugin, PluginContext, Registry};
 use crate::runtime::Runtime;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +13,8 @@ pub struct GatewayBuilder {
     config: Option<Config>,
     pool_size: Option<usize>,
     idle_timeout: Option<Duration>,
+    registry: Registry,
+    registry_error: Option<ConfigError>,
 }
 
 impl GatewayBuilder {
@@ -33,13 +36,39 @@ impl GatewayBuilder {
         self
     }
 
+    /// Registers a plugin type: YAML items `- NAME: { ... }` are built by `factory` from their
+    /// config. A built-in name is refused when the gateway is built.
+    pub fn plugin<F>(mut self, name: &str, factory: F) -> Self
+    where
+        F: Fn(&serde_yaml::Value, &PluginContext<'_>) -> Result<Arc<dyn Plugin>, ConfigError>
+            + Send
+            + Sync
+            + 'static,
+    {
+        if let Err(e) = self.registry.register(name, Arc::new(factory)) {
+            self.registry_error.get_or_insert(e);
+        }
+        self
+    }
+
+    /// Loads the YAML file and builds; every error names the file, line and key.
+    pub fn build_from_file(self, path: &str) -> Result<Gateway, ConfigError> {
+        let source = Config::read_source(path)?;
+        let located = |e: ConfigError| e.in_file(path, &source);
+        let config = Config::from_yaml_str(&source).map_err(located)?;
+        self.config(config).build().map_err(located)
+    }
+
     /// Validates the configuration and compiles the runtime model.
     pub fn build(self) -> Result<Gateway, ConfigError> {
+        if let Some(e) = self.registry_error {
+            return Err(e);
+        }
         let config = self
             .config
             .ok_or_else(|| ConfigError::at(&KeyPath::root(), "no configuration given"))?;
         config.validate()?;
-        let (runtime, health) = Runtime::build(&config, self.idle_timeout)?;
+        let (runtime, health) = Runtime::build(&config, &self.registry, self.idle_timeout)?;
         // Pingora keeps one LRU pool of idle upstream connections per proxy service, sized
         // `upstream_keepalive_pool_size × workers`; make room for every upstream's max_idle.
         let pool_size = self.pool_size.unwrap_or_else(|| {

@@ -35,10 +35,7 @@ impl Gateway {
 
     /// Loads, validates and builds from a YAML file; every error names the file, line and key.
     pub fn from_file(path: &str) -> Result<Gateway, ConfigError> {
-        let source = Config::read_source(path)?;
-        let located = |e: ConfigError| e.in_file(path, &source);
-        let config = Config::from_yaml_str(&source).map_err(located)?;
-        Gateway::builder().config(config).build().map_err(located)
+        Gateway::builder().build_from_file(path)
     }
 
     /// The configuration this gateway was built from.

@@ -1,0 +1,40 @@
+//! The built-in plugins. Each implements [`Plugin`](super::Plugin) exactly as a user plugin
+//! would, and owns its typed config.
+
+pub mod cors;
+pub mod headers;
+pub mod ip_restriction;
+pub mod key_auth;
+pub mod redirect;
+pub mod rewrite;
+
+use super::{Plugin, PluginContext};
+use crate::config::{ConfigError, PluginSpec};
+use std::sync::Arc;
+
+/// The built-in type names (a user type cannot take one).
+pub const NAMES: [&str; 7] = [
+    "ip_restriction",
+    "cors",
+    "key_auth",
+    "redirect",
+    "rewrite",
+    "request_headers",
+    "response_headers",
+];
+
+/// Builds a built-in plugin from its parsed config.
+pub fn build(spec: &PluginSpec, cx: &PluginContext<'_>) -> Result<Arc<dyn Plugin>, ConfigError> {
+    Ok(match spec {
+        PluginSpec::IpRestriction(c) => Arc::new(ip_restriction::IpRestriction::build(c, cx)?),
+        PluginSpec::Cors(c) => Arc::new(cors::Cors::build(c, cx)?),
+        PluginSpec::KeyAuth(c) => Arc::new(key_auth::KeyAuth::build(c, cx)?),
+        PluginSpec::Redirect(c) => Arc::new(redirect::Redirect::build(c, cx)?),
+        PluginSpec::Rewrite(c) => Arc::new(rewrite::Rewrite::build(c, cx)?),
+        PluginSpec::RequestHeaders(c) => Arc::new(headers::RequestHeaders::build(c)),
+        PluginSpec::ResponseHeaders(c) => Arc::new(headers::ResponseHeaders::build(c)),
+        PluginSpec::Custom { .. } => {
+            return Err(cx.error("", "not a built-in plugin type"));
+        }
+    })
+}

@@ -1,0 +1,133 @@
+//! `redirect`: sends plain-HTTP clients to HTTPS, or paths matching a regex to a new location.
+
+use crate::config::{ConfigError, RegexConf};
+use crate::plugin::{Flow, Phase, Plugin, PluginContext, Reply, RequestView};
+use async_trait::async_trait;
+use http::{HeaderValue, StatusCode};
+use serde::Deserialize;
+
+/// The YAML of `redirect`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectConfig {
+    /// Redirect every plain-HTTP request to the same URL on `https`.
+    #[serde(default)]
+    pub https: bool,
+    /// The HTTPS port, when not 443.
+    #[serde(default)]
+    pub https_port: Option<u16>,
+    /// Redirect paths matching this regex (the whole path is matched against it).
+    #[serde(default)]
+    pub regex: Option<RegexConf>,
+    /// The new location, with `$1`, `${name}` captures: a path or an absolute URL.
+    #[serde(default)]
+    pub replacement: Option<String>,
+    /// Keep the request's query on the new location.
+    #[serde(default = "yes")]
+    pub keep_query: bool,
+    /// 301, 302, 303, 307 or 308.
+    #[serde(default = "default_status")]
+    pub status: u16,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_status() -> u16 {
+    301
+}
+
+/// The compiled `redirect`.
+pub struct Redirect {
+    https: Option<Option<u16>>,
+    rule: Option<(regex::Regex, String)>,
+    keep_query: bool,
+    status: StatusCode,
+}
+
+impl Redirect {
+    /// Checks the combination and compiles the rule.
+    pub fn build(c: &RedirectConfig, cx: &PluginContext<'_>) -> Result<Self, ConfigError> {
+        if !matches!(c.status, 301 | 302 | 303 | 307 | 308) {
+            return Err(cx.error(
+                "status",
+                format!(
+                    "{} is not a redirect status (301, 302, 303, 307, 308)",
+                    c.status
+                ),
+            ));
+        }
+        let rule = match (&c.regex, &c.replacement) {
+            (Some(RegexConf(re)), Some(rep)) => {
+                super::rewrite::check_replacement(re, rep)
+                    .map_err(|m| cx.error("replacement", m))?;
+                Some((re.clone(), rep.clone()))
+            }
+            (None, None) => None,
+            (Some(_), None) => return Err(cx.error("replacement", "regex needs a replacement")),
+            (None, Some(_)) => return Err(cx.error("regex", "replacement needs a regex")),
+        };
+        if c.https == rule.is_some() {
+            return Err(cx.error("", "needs either https: true or regex with replacement"));
+        }
+        if c.https_port.is_some() && !c.https {
+            return Err(cx.error("https_port", "only with https: true"));
+        }
+        Ok(Redirect {
+            https: c.https.then_some(c.https_port.filter(|p| *p != 443)),
+            rule,
+            keep_query: c.keep_query,
+            status: StatusCode::from_u16(c.status).unwrap_or(StatusCode::MOVED_PERMANENTLY),
+        })
+    }
+
+    /// Where a request goes, when this plugin redirects it.
+    fn location(&self, req: &RequestView<'_>) -> Option<String> {
+        let mut loc = if let Some(port) = self.https {
+            if req.info().tls {
+                return None;
+            }
+            // Only the normalized effective host, never a raw client Host, goes into Location.
+            let host = req.info().host?;
+            let name = match host.rfind(':') {
+                Some(i) if !host.ends_with(']') => &host[..i],
+                _ => host,
+            };
+            match port {
+                Some(p) => format!("https://{name}:{p}{}", req.path()),
+                None => format!("https://{name}{}", req.path()),
+            }
+        } else {
+            let (re, rep) = self.rule.as_ref()?;
+            let caps = re.captures(req.path())?;
+            let mut out = String::new();
+            caps.expand(rep, &mut out);
+            out
+        };
+        if self.keep_query {
+            if let Some(q) = req.query() {
+                loc.push(if loc.contains('?') { '&' } else { '?' });
+                loc.push_str(q);
+            }
+        }
+        Some(loc)
+    }
+}
+
+#[async_trait]
+impl Plugin for Redirect {
+    fn phase(&self) -> Phase {
+        Phase::Redirect
+    }
+
+    async fn request(&self, req: &mut RequestView<'_>) -> Flow {
+        match self
+            .location(req)
+            .and_then(|l| HeaderValue::from_str(&l).ok())
+        {
+            Some(loc) => Flow::Reply(Reply::redirect(self.status, loc)),
+            None => Flow::Continue,
+        }
+    }
+}

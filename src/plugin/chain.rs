@@ -1,0 +1,52 @@
+//! A route's plugins, in the order they run.
+
+use super::Plugin;
+use std::sync::Arc;
+
+/// The plugins of one route (global ones first), ordered by [`Phase`](super::Phase) at load.
+#[derive(Clone, Default)]
+pub struct PluginChain {
+    plugins: Box<[Arc<dyn Plugin>]>,
+    split: usize,
+}
+
+impl PluginChain {
+    /// Orders plugins by phase, keeping file order (global first) within a phase.
+    pub fn new(mut plugins: Vec<Arc<dyn Plugin>>) -> Self {
+        plugins.sort_by_key(|p| p.phase());
+        let split = plugins
+            .iter()
+            .position(|p| !p.phase().before_rate_limit())
+            .unwrap_or(plugins.len());
+        PluginChain {
+            plugins: plugins.into(),
+            split,
+        }
+    }
+
+    /// Whether the route has no plugins (then no hook costs anything).
+    pub fn is_empty(&self) -> bool {
+        self.plugins.is_empty()
+    }
+
+    /// The plugins whose `request` hook runs before the rate limit and circuit breaker.
+    pub fn before_limit(&self) -> &[Arc<dyn Plugin>] {
+        self.plugins.get(..self.split).unwrap_or(&[])
+    }
+
+    /// The plugins whose `request` hook runs after the rate limit.
+    pub fn after_limit(&self) -> &[Arc<dyn Plugin>] {
+        self.plugins.get(self.split..).unwrap_or(&[])
+    }
+
+    /// Every plugin, in order.
+    pub fn all(&self) -> &[Arc<dyn Plugin>] {
+        &self.plugins
+    }
+}
+
+impl std::fmt::Debug for PluginChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PluginChain({} plugins)", self.plugins.len())
+    }
+}
