@@ -50,7 +50,7 @@ fn config_error(yaml: &str) -> Located {
 
 /// Asserts the error is at `key` (exact key path), on `line`, with a message containing `msg`.
 #[track_caller]
-fn assert_error(yaml: &str, line: usize, key: &str, msg: &str) {
+pub(crate) fn assert_error(yaml: &str, line: usize, key: &str, msg: &str) {
     let e = config_error(yaml);
     assert!(
         e.rest.starts_with(&format!("{key}: ")),

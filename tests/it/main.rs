@@ -13,6 +13,7 @@ mod config_errors;
 mod health;
 mod metrics;
 mod passive_health;
+mod plugins;
 mod proxying;
 mod rate_limit;
 mod routing;

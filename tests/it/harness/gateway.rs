@@ -84,6 +84,12 @@ impl GatewayProcess {
     /// addresses and `{dir}` for a scratch directory. A `server:` section with short grace
     /// periods and private pid/upgrade paths is prepended unless the YAML has its own.
     pub fn start(yaml: &str) -> GatewayProcess {
+        Self::start_binary(&binary(), yaml)
+    }
+
+    /// Like [`GatewayProcess::start`], with another binary built on the library (an example
+    /// with its own plugins, say).
+    pub fn start_binary(bin: &str, yaml: &str) -> GatewayProcess {
         let dir = TestDir::new();
         let addr = free_addr();
         let admin = free_addr();
@@ -101,7 +107,7 @@ impl GatewayProcess {
             text.push_str(&format!("\nadmin:\n  address: {admin}\n"));
         }
         let config = dir.write("gateway.yaml", &text);
-        let mut gw = Self::spawn(config, Arc::new(dir), addr, admin, &[], "gateway.log");
+        let mut gw = Self::spawn(bin, config, Arc::new(dir), addr, admin, &[], "gateway.log");
         gw.wait_ready(Duration::from_secs(20));
         gw
     }
@@ -115,6 +121,7 @@ impl GatewayProcess {
         static UPGRADES: AtomicUsize = AtomicUsize::new(0);
         let n = UPGRADES.fetch_add(1, Ordering::Relaxed);
         Self::spawn(
+            &binary(),
             self.config.clone(),
             self.dir.clone(),
             self.addr,
@@ -139,6 +146,7 @@ impl GatewayProcess {
     }
 
     fn spawn(
+        bin: &str,
         config: PathBuf,
         dir: Arc<TestDir>,
         addr: SocketAddr,
@@ -148,7 +156,7 @@ impl GatewayProcess {
     ) -> GatewayProcess {
         let log = dir.path(log_name);
         let log_file = std::fs::File::create(&log).expect("create log file");
-        let child = Command::new(binary())
+        let child = Command::new(bin)
             .arg("-c")
             .arg(&config)
             .args(extra)

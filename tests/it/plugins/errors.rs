@@ -1,0 +1,135 @@
+//! Plugin config errors: each names the file, the line and the key path, with a message.
+
+use crate::config_errors::assert_error;
+
+/// A config with one route whose `plugins:` list is `items` (lines indented six spaces);
+/// the first item is on line 10 (11 with one `route_extra` line).
+fn route_with(items: &str, route_extra: &str) -> String {
+    format!(
+        "listeners:\n  - address: 127.0.0.1:18080\nupstreams:\n  b: {{ servers: [{{ address: 127.0.0.1:3000 }}] }}\nroutes:\n  - name: r\n    match: {{ path_prefix: /x/ }}\n    upstream: b\n{route_extra}    plugins:\n{items}"
+    )
+}
+
+const P: &str = "routes[0].plugins[0]";
+
+#[test]
+fn built_in_plugin_errors_are_located() {
+    let cases: &[(&str, usize, String, &str)] = &[
+        (
+            "      - cors: { allow_origins: [\"*\"], allow_credentials: true }\n",
+            10,
+            format!("{P}.cors.allow_origins[0]"),
+            "cannot be combined with allow_credentials",
+        ),
+        (
+            "      - cors: { allow_origin: [x] }\n",
+            10,
+            format!("{P}.cors"),
+            "unknown field `allow_origin`",
+        ),
+        (
+            "      - ip_restriction:\n          allow: [10.0.0.0/8, 10.0.0.300/8]\n",
+            11,
+            format!("{P}.ip_restriction.allow[1]"),
+            "invalid CIDR or address \"10.0.0.300/8\"",
+        ),
+        (
+            "      - ip_restriction: {}\n",
+            10,
+            format!("{P}.ip_restriction"),
+            "needs an allow or a deny list",
+        ),
+        (
+            "      - jwtt: {}\n",
+            10,
+            format!("{P}.jwtt"),
+            "unknown plugin type \"jwtt\"",
+        ),
+        (
+            "      - cors: { allow_origins: [\"https://a.example\"] }\n        rewrite: { regex: a, replacement: b }\n",
+            10,
+            P.to_string(),
+            "a plugin item has one key",
+        ),
+        (
+            "      - key_auth:\n          consumers:\n            - { name: a, key_sha256: abc }\n",
+            12,
+            format!("{P}.key_auth.consumers[0].key_sha256"),
+            "expected 64 hex digits",
+        ),
+        (
+            "      - key_auth:\n          consumers:\n            - { name: a, key_env: AVX_TEST_SURELY_UNSET }\n",
+            12,
+            format!("{P}.key_auth.consumers[0].key_env"),
+            "environment variable AVX_TEST_SURELY_UNSET is unset or empty",
+        ),
+        (
+            "      - key_auth: { from: [body:key], consumers: [] }\n",
+            10,
+            format!("{P}.key_auth.from[0]"),
+            "expected header:NAME, query:NAME or cookie:NAME",
+        ),
+        (
+            "      - rewrite: { regex: '^/x/(.*)$', replacement: '/$2' }\n",
+            10,
+            format!("{P}.rewrite.replacement"),
+            "$2 is not a capture group",
+        ),
+        (
+            "      - rewrite: { regex: '^/x/(.*$', replacement: '/' }\n",
+            10,
+            format!("{P}.rewrite.regex"),
+            "invalid regex",
+        ),
+        (
+            "      - request_headers:\n          set: { x-a: \"$nope\" }\n",
+            11,
+            format!("{P}.request_headers.set.x-a"),
+            "unknown variable $nope",
+        ),
+        (
+            "      - redirect: { https: true, status: 200 }\n",
+            10,
+            format!("{P}.redirect.status"),
+            "200 is not a redirect status",
+        ),
+    ];
+    for (items, line, key, msg) in cases {
+        assert_error(&route_with(items, ""), *line, key, msg);
+    }
+}
+
+#[test]
+fn combination_and_global_errors_are_located() {
+    assert_error(
+        &route_with(
+            "      - rewrite: { regex: '^/x/(.*)$', replacement: '/$1' }\n",
+            "    strip_prefix: true\n",
+        ),
+        9,
+        "routes[0].strip_prefix",
+        "cannot be combined with a rewrite plugin",
+    );
+    let global = format!(
+        "plugins:\n  - ip_restriction: {{ deny: [] }}\n{}",
+        route_with(
+            "      - cors: { allow_origins: [\"https://a.example\"] }\n",
+            ""
+        )
+    );
+    assert_error(
+        &global,
+        2,
+        "plugins[0].ip_restriction",
+        "needs an allow or a deny list",
+    );
+    assert_error(
+        &route_with(
+            "      - cors: { allow_origins: [\"https://a.example\"] }\n",
+            "    rate_limit: { requests_per_second: 1, key: user }\n",
+        ),
+        9,
+        "routes[0].rate_limit.key",
+        "expected client_ip, consumer, header:NAME or route",
+    );
+}
