@@ -3,7 +3,7 @@
 //! types kept as YAML for their registered factory.
 
 use crate::plugin::builtin::{
-    cors::CorsConfig, headers::HeadersConfig, ip_restriction::IpRestrictionConfig,
+    cors::CorsConfig, headers::HeadersConfig, ip_restriction::IpRestrictionConfig, jwt::JwtConfig,
     key_auth::KeyAuthConfig, redirect::RedirectConfig, rewrite::RewriteConfig,
 };
 use serde::de::{self, Deserializer, MapAccess, Visitor};
@@ -17,6 +17,8 @@ pub enum PluginSpec {
     IpRestriction(IpRestrictionConfig),
     /// `cors`.
     Cors(CorsConfig),
+    /// `jwt`.
+    Jwt(JwtConfig),
     /// `key_auth`.
     KeyAuth(KeyAuthConfig),
     /// `redirect`.
@@ -42,6 +44,7 @@ impl PluginSpec {
         match self {
             PluginSpec::IpRestriction(_) => "ip_restriction",
             PluginSpec::Cors(_) => "cors",
+            PluginSpec::Jwt(_) => "jwt",
             PluginSpec::KeyAuth(_) => "key_auth",
             PluginSpec::Redirect(_) => "redirect",
             PluginSpec::Rewrite(_) => "rewrite",
@@ -76,6 +79,7 @@ impl<'de> Visitor<'de> for SpecVisitor {
         let spec = match kind.as_str() {
             "ip_restriction" => PluginSpec::IpRestriction(map.next_value()?),
             "cors" => PluginSpec::Cors(map.next_value()?),
+            "jwt" => PluginSpec::Jwt(map.next_value()?),
             "key_auth" => PluginSpec::KeyAuth(map.next_value()?),
             "redirect" => PluginSpec::Redirect(map.next_value()?),
             "rewrite" => PluginSpec::Rewrite(map.next_value()?),

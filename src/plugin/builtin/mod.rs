@@ -4,6 +4,7 @@
 pub mod cors;
 pub mod headers;
 pub mod ip_restriction;
+pub mod jwt;
 pub mod key_auth;
 pub mod redirect;
 pub mod rewrite;
@@ -13,9 +14,10 @@ use crate::config::{ConfigError, PluginSpec};
 use std::sync::Arc;
 
 /// The built-in type names (a user type cannot take one).
-pub const NAMES: [&str; 7] = [
+pub const NAMES: [&str; 8] = [
     "ip_restriction",
     "cors",
+    "jwt",
     "key_auth",
     "redirect",
     "rewrite",
@@ -28,6 +30,7 @@ pub fn build(spec: &PluginSpec, cx: &PluginContext<'_>) -> Result<Arc<dyn Plugin
     Ok(match spec {
         PluginSpec::IpRestriction(c) => Arc::new(ip_restriction::IpRestriction::build(c, cx)?),
         PluginSpec::Cors(c) => Arc::new(cors::Cors::build(c, cx)?),
+        PluginSpec::Jwt(c) => Arc::new(jwt::Jwt::build(c, cx)?),
         PluginSpec::KeyAuth(c) => Arc::new(key_auth::KeyAuth::build(c, cx)?),
         PluginSpec::Redirect(c) => Arc::new(redirect::Redirect::build(c, cx)?),
         PluginSpec::Rewrite(c) => Arc::new(rewrite::Rewrite::build(c, cx)?),
