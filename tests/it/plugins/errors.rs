@@ -88,6 +88,36 @@ fn built_in_plugin_errors_are_located() {
             "unknown variable $nope",
         ),
         (
+            "      - jwt:\n          keys:\n            - { alg: HS257, secret: x }\n",
+            12,
+            format!("{P}.jwt.keys[0].alg"),
+            "unknown algorithm \"HS257\"",
+        ),
+        (
+            "      - jwt:\n          keys:\n            - { alg: HS256, secret: short }\n",
+            12,
+            format!("{P}.jwt.keys[0]"),
+            "the HS256 secret has 5 bytes; RFC 7518 requires at least 32",
+        ),
+        (
+            "      - jwt:\n          keys:\n            - { alg: RS256, secret: \"base64:AAAA\" }\n",
+            12,
+            format!("{P}.jwt.keys[0]"),
+            "RS256 verifies with a public key: give public_key_file",
+        ),
+        (
+            "      - jwt: { jwks_file: /nonexistent/jwks.json }\n",
+            10,
+            format!("{P}.jwt.jwks_file"),
+            "cannot read /nonexistent/jwks.json",
+        ),
+        (
+            "      - jwt: { leeway_seconds: 5 }\n",
+            10,
+            format!("{P}.jwt"),
+            "needs keys or a jwks_file",
+        ),
+        (
             "      - redirect: { https: true, status: 200 }\n",
             10,
             format!("{P}.redirect.status"),

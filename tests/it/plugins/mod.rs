@@ -6,6 +6,7 @@ mod access;
 mod auth;
 mod custom;
 mod errors;
+mod jwt;
 mod transforms;
 
 use crate::harness::{client, wait_until, GatewayProcess, RawOrigin};
