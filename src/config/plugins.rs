@@ -3,8 +3,9 @@
 //! types kept as YAML for their registered factory.
 
 use crate::plugin::builtin::{
-    cors::CorsConfig, headers::HeadersConfig, ip_restriction::IpRestrictionConfig, jwt::JwtConfig,
-    key_auth::KeyAuthConfig, redirect::RedirectConfig, rewrite::RewriteConfig,
+    basic_auth::BasicAuthConfig, cors::CorsConfig, headers::HeadersConfig,
+    ip_restriction::IpRestrictionConfig, jwt::JwtConfig, key_auth::KeyAuthConfig,
+    redirect::RedirectConfig, rewrite::RewriteConfig,
 };
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
@@ -21,6 +22,8 @@ pub enum PluginSpec {
     Jwt(JwtConfig),
     /// `key_auth`.
     KeyAuth(KeyAuthConfig),
+    /// `basic_auth`.
+    BasicAuth(BasicAuthConfig),
     /// `redirect`.
     Redirect(RedirectConfig),
     /// `rewrite`.
@@ -46,6 +49,7 @@ impl PluginSpec {
             PluginSpec::Cors(_) => "cors",
             PluginSpec::Jwt(_) => "jwt",
             PluginSpec::KeyAuth(_) => "key_auth",
+            PluginSpec::BasicAuth(_) => "basic_auth",
             PluginSpec::Redirect(_) => "redirect",
             PluginSpec::Rewrite(_) => "rewrite",
             PluginSpec::RequestHeaders(_) => "request_headers",
@@ -81,6 +85,7 @@ impl<'de> Visitor<'de> for SpecVisitor {
             "cors" => PluginSpec::Cors(map.next_value()?),
             "jwt" => PluginSpec::Jwt(map.next_value()?),
             "key_auth" => PluginSpec::KeyAuth(map.next_value()?),
+            "basic_auth" => PluginSpec::BasicAuth(map.next_value()?),
             "redirect" => PluginSpec::Redirect(map.next_value()?),
             "rewrite" => PluginSpec::Rewrite(map.next_value()?),
             "request_headers" => PluginSpec::RequestHeaders(map.next_value()?),

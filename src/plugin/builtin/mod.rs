@@ -1,6 +1,7 @@
 //! The built-in plugins. Each implements [`Plugin`](super::Plugin) exactly as a user plugin
 //! would, and owns its typed config.
 
+pub mod basic_auth;
 pub mod cors;
 pub mod headers;
 pub mod ip_restriction;
@@ -14,10 +15,11 @@ use crate::config::{ConfigError, PluginSpec};
 use std::sync::Arc;
 
 /// The built-in type names (a user type cannot take one).
-pub const NAMES: [&str; 8] = [
+pub const NAMES: [&str; 9] = [
     "ip_restriction",
     "cors",
     "jwt",
+    "basic_auth",
     "key_auth",
     "redirect",
     "rewrite",
@@ -31,6 +33,7 @@ pub fn build(spec: &PluginSpec, cx: &PluginContext<'_>) -> Result<Arc<dyn Plugin
         PluginSpec::IpRestriction(c) => Arc::new(ip_restriction::IpRestriction::build(c, cx)?),
         PluginSpec::Cors(c) => Arc::new(cors::Cors::build(c, cx)?),
         PluginSpec::Jwt(c) => Arc::new(jwt::Jwt::build(c, cx)?),
+        PluginSpec::BasicAuth(c) => Arc::new(basic_auth::BasicAuth::build(c, cx)?),
         PluginSpec::KeyAuth(c) => Arc::new(key_auth::KeyAuth::build(c, cx)?),
         PluginSpec::Redirect(c) => Arc::new(redirect::Redirect::build(c, cx)?),
         PluginSpec::Rewrite(c) => Arc::new(rewrite::Rewrite::build(c, cx)?),
