@@ -118,6 +118,12 @@ fn built_in_plugin_errors_are_located() {
             "needs keys or a jwks_file",
         ),
         (
+            "      - basic_auth:\n          users: { bob: \"$apr1$x$y\" }\n",
+            11,
+            format!("{P}.basic_auth.users.bob"),
+            "unsupported or malformed hash for user \"bob\"",
+        ),
+        (
             "      - redirect: { https: true, status: 200 }\n",
             10,
             format!("{P}.redirect.status"),

@@ -4,6 +4,7 @@
 
 mod access;
 mod auth;
+mod basic_auth;
 mod custom;
 mod errors;
 mod jwt;
