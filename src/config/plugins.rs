@@ -3,9 +3,9 @@
 //! types kept as YAML for their registered factory.
 
 use crate::plugin::builtin::{
-    basic_auth::BasicAuthConfig, cors::CorsConfig, headers::HeadersConfig,
-    ip_restriction::IpRestrictionConfig, jwt::JwtConfig, key_auth::KeyAuthConfig,
-    redirect::RedirectConfig, rewrite::RewriteConfig,
+    basic_auth::BasicAuthConfig, cors::CorsConfig, forward_auth::ForwardAuthConfig,
+    headers::HeadersConfig, ip_restriction::IpRestrictionConfig, jwt::JwtConfig,
+    key_auth::KeyAuthConfig, redirect::RedirectConfig, rewrite::RewriteConfig,
 };
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
@@ -24,6 +24,8 @@ pub enum PluginSpec {
     KeyAuth(KeyAuthConfig),
     /// `basic_auth`.
     BasicAuth(BasicAuthConfig),
+    /// `forward_auth`.
+    ForwardAuth(ForwardAuthConfig),
     /// `redirect`.
     Redirect(RedirectConfig),
     /// `rewrite`.
@@ -50,6 +52,7 @@ impl PluginSpec {
             PluginSpec::Jwt(_) => "jwt",
             PluginSpec::KeyAuth(_) => "key_auth",
             PluginSpec::BasicAuth(_) => "basic_auth",
+            PluginSpec::ForwardAuth(_) => "forward_auth",
             PluginSpec::Redirect(_) => "redirect",
             PluginSpec::Rewrite(_) => "rewrite",
             PluginSpec::RequestHeaders(_) => "request_headers",
@@ -86,6 +89,7 @@ impl<'de> Visitor<'de> for SpecVisitor {
             "jwt" => PluginSpec::Jwt(map.next_value()?),
             "key_auth" => PluginSpec::KeyAuth(map.next_value()?),
             "basic_auth" => PluginSpec::BasicAuth(map.next_value()?),
+            "forward_auth" => PluginSpec::ForwardAuth(map.next_value()?),
             "redirect" => PluginSpec::Redirect(map.next_value()?),
             "rewrite" => PluginSpec::Rewrite(map.next_value()?),
             "request_headers" => PluginSpec::RequestHeaders(map.next_value()?),

@@ -3,6 +3,7 @@
 
 pub mod basic_auth;
 pub mod cors;
+pub mod forward_auth;
 pub mod headers;
 pub mod ip_restriction;
 pub mod jwt;
@@ -15,11 +16,12 @@ use crate::config::{ConfigError, PluginSpec};
 use std::sync::Arc;
 
 /// The built-in type names (a user type cannot take one).
-pub const NAMES: [&str; 9] = [
+pub const NAMES: [&str; 10] = [
     "ip_restriction",
     "cors",
     "jwt",
     "basic_auth",
+    "forward_auth",
     "key_auth",
     "redirect",
     "rewrite",
@@ -34,6 +36,7 @@ pub fn build(spec: &PluginSpec, cx: &PluginContext<'_>) -> Result<Arc<dyn Plugin
         PluginSpec::Cors(c) => Arc::new(cors::Cors::build(c, cx)?),
         PluginSpec::Jwt(c) => Arc::new(jwt::Jwt::build(c, cx)?),
         PluginSpec::BasicAuth(c) => Arc::new(basic_auth::BasicAuth::build(c, cx)?),
+        PluginSpec::ForwardAuth(c) => Arc::new(forward_auth::ForwardAuth::build(c, cx)?),
         PluginSpec::KeyAuth(c) => Arc::new(key_auth::KeyAuth::build(c, cx)?),
         PluginSpec::Redirect(c) => Arc::new(redirect::Redirect::build(c, cx)?),
         PluginSpec::Rewrite(c) => Arc::new(rewrite::Rewrite::build(c, cx)?),
