@@ -7,6 +7,7 @@ mod auth;
 mod basic_auth;
 mod custom;
 mod errors;
+mod forward_auth;
 mod jwt;
 mod transforms;
 
