@@ -9,7 +9,7 @@ use crate::metrics::Metrics;
 use crate::plugin::{PluginChain, Registry};
 use crate::policy::{RouteGuards, TrustedProxies};
 use crate::routing::RouteTable;
-use crate::upstream::{HealthService, Upstream};
+use crate::upstream::{HealthService, Mirror, Upstream};
 use pingora_core::services::listening::ConnectionLimit;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,6 +33,8 @@ pub struct Runtime {
     pub route_compression: Vec<Option<CompressionPolicy>>,
     /// Per-route plugin chains (global plugins first), indexed like the routes.
     pub plugins: Vec<PluginChain>,
+    /// Per-route request mirrors, indexed like the routes.
+    pub mirrors: Vec<Option<Mirror>>,
     /// Downstream timeouts and limits applied to every request.
     pub downstream: DownstreamSettings,
     /// Prometheus series, recorded at the end of every request.
@@ -121,6 +123,19 @@ impl Runtime {
         let connections = ConnectionLimit::new(s.max_connections);
         let metrics = Metrics::new(&routes, &upstreams, cache.as_ref(), &connections)
             .map_err(|e| ConfigError::at(&KeyPath::root(), format!("metrics: {e}")))?;
+        let mirrors = config
+            .routes
+            .iter()
+            .map(|r| {
+                let m = r.mirror.as_ref()?;
+                let up = index.get(m.upstream.as_str())?;
+                Some(Mirror::new(
+                    upstreams[*up].clone(),
+                    m,
+                    metrics.mirror_counters(&r.name),
+                ))
+            })
+            .collect();
         let access_log = match &config.access_log {
             a if a.enabled => Some(Arc::new(
                 AccessLog::open(a, metrics.access_log_dropped().clone()).map_err(|e| {
@@ -142,6 +157,7 @@ impl Runtime {
                 route_cache,
                 route_compression,
                 plugins,
+                mirrors,
                 downstream,
                 metrics,
                 access_log,

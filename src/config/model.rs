@@ -636,6 +636,15 @@ pub struct RouteConfig {
     /// Upstream pool to proxy to.
     #[serde(default)]
     pub upstream: Option<String>,
+    /// Instead of `upstream`: a weighted split of traffic between upstreams.
+    #[serde(default)]
+    pub split: Vec<SplitConfig>,
+    /// With `split`: keep each client on one side.
+    #[serde(default)]
+    pub sticky: Option<StickyConfig>,
+    /// A copy of each request (or a share of them) to another upstream; its answer is dropped.
+    #[serde(default)]
+    pub mirror: Option<MirrorConfig>,
     /// Answer directly, without an upstream.
     #[serde(default)]
     pub respond: Option<RespondConfig>,
@@ -660,6 +669,57 @@ pub struct RouteConfig {
     /// The route's plugins, after the global ones.
     #[serde(default)]
     pub plugins: Vec<PluginSpec>,
+}
+
+/// One side of `routes[].split`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitConfig {
+    /// The upstream this side proxies to.
+    pub upstream: String,
+    /// Its share: `weight` / the sum of the weights.
+    pub weight: usize,
+}
+
+/// `routes[].sticky`: what keeps a client on one side of a split.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StickyConfig {
+    /// A cookie naming the side, set by the gateway when the client has none.
+    #[serde(default)]
+    pub cookie: Option<String>,
+    /// A request header whose value is hashed to a side (e.g. a user id).
+    #[serde(default)]
+    pub header: Option<String>,
+}
+
+/// `routes[].mirror`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorConfig {
+    /// The upstream that gets the copies.
+    pub upstream: String,
+    /// Share of requests copied, 0-100.
+    #[serde(default = "default_mirror_percent")]
+    pub percent: u8,
+    /// Copies in flight at once; beyond it copies are dropped (and counted).
+    #[serde(default = "default_mirror_in_flight")]
+    pub max_in_flight: usize,
+    /// Largest request body copied; a larger body ends the copy (never the request).
+    #[serde(default = "default_mirror_body")]
+    pub max_body_bytes: usize,
+}
+
+fn default_mirror_percent() -> u8 {
+    100
+}
+
+fn default_mirror_in_flight() -> usize {
+    100
+}
+
+fn default_mirror_body() -> usize {
+    1024 * 1024
 }
 
 /// `routes[].match`.

@@ -339,15 +339,35 @@ fn routes(c: &Config, p: &KeyPath) -> Result<(), ConfigError> {
                 format!("duplicate route name {:?} (also routes[{first}])", r.name),
             );
         }
-        match (&r.upstream, &r.respond) {
-            (Some(_), Some(_)) => {
-                return err(&rp, "set either upstream or respond, not both");
+        let known = |u: &str, at: KeyPath| -> Result<(), ConfigError> {
+            if c.upstreams.contains_key(u) {
+                Ok(())
+            } else {
+                err(&at, format!("unknown upstream {u:?}"))
             }
-            (None, None) => return err(&rp, "needs an upstream or a respond"),
-            (Some(u), None) if !c.upstreams.contains_key(u) => {
-                return err(&rp.key("upstream"), format!("unknown upstream {u:?}"));
+        };
+        match (&r.upstream, r.split.is_empty(), &r.respond) {
+            (Some(u), true, None) => known(u, rp.key("upstream"))?,
+            (None, false, None) => split(r, &rp, &known)?,
+            (None, true, Some(_)) => {}
+            (None, true, None) => return err(&rp, "needs an upstream, a split or a respond"),
+            _ => return err(&rp, "set one of upstream, split and respond"),
+        }
+        if r.sticky.is_some() && r.split.is_empty() {
+            return err(&rp.key("sticky"), "only with split");
+        }
+        if let Some(m) = &r.mirror {
+            let mp = rp.key("mirror");
+            if r.respond.is_some() {
+                return err(&mp, "a respond route has nothing to mirror");
             }
-            _ => {}
+            known(&m.upstream, mp.key("upstream"))?;
+            if m.percent > 100 {
+                return err(&mp.key("percent"), "must be in 0..=100");
+            }
+            if m.max_in_flight == 0 {
+                return err(&mp.key("max_in_flight"), "must be at least 1");
+            }
         }
         if let Some(resp) = &r.respond {
             let pp = rp.key("respond");
@@ -368,6 +388,54 @@ fn routes(c: &Config, p: &KeyPath) -> Result<(), ConfigError> {
         }
         if r.strip_prefix && r.matcher.path_prefix.is_none() {
             return err(&rp.key("strip_prefix"), "needs match.path_prefix");
+        }
+    }
+    Ok(())
+}
+
+fn split(
+    r: &crate::config::RouteConfig,
+    rp: &KeyPath,
+    known: &dyn Fn(&str, KeyPath) -> Result<(), ConfigError>,
+) -> Result<(), ConfigError> {
+    let sp = rp.key("split");
+    for (j, side) in r.split.iter().enumerate() {
+        known(&side.upstream, sp.index(j).key("upstream"))?;
+        if side.weight == 0 || side.weight > MAX_WEIGHT {
+            return err(
+                &sp.index(j).key("weight"),
+                format!("weight {} out of range 1..={MAX_WEIGHT}", side.weight),
+            );
+        }
+        if r.split[..j].iter().any(|s| s.upstream == side.upstream) {
+            return err(&sp.index(j).key("upstream"), "listed twice in the split");
+        }
+    }
+    if r.split.len() < 2 {
+        return err(&sp, "needs at least two sides (or use upstream)");
+    }
+    if r.cache.enabled {
+        // The cache key does not hold the side, so one side's answers would be served for
+        // the other's.
+        return err(
+            &rp.key("cache").key("enabled"),
+            "cannot be combined with split",
+        );
+    }
+    if let Some(st) = &r.sticky {
+        let stp = rp.key("sticky");
+        match (&st.cookie, &st.header) {
+            (Some(name), None) => {
+                if name.is_empty()
+                    || !name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                {
+                    return err(&stp.key("cookie"), format!("invalid cookie name {name:?}"));
+                }
+            }
+            (None, Some(h)) => header(&stp.key("header"), h, None)?,
+            _ => return err(&stp, "set exactly one of cookie and header"),
         }
     }
     Ok(())

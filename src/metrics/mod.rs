@@ -46,6 +46,7 @@ pub struct Metrics {
     compression: compression::CompressionSeries,
     access_log_dropped: IntCounter,
     consumer_requests: IntCounterVec,
+    mirror_requests: IntCounterVec,
 }
 
 /// What the proxy observed about one finished request.
@@ -123,7 +124,16 @@ impl Metrics {
             &["route", "consumer"],
         )?;
         registry.register(Box::new(consumer_requests.clone()))?;
+        let mirror_requests = IntCounterVec::new(
+            Opts::new(
+                "avx_mirror_requests_total",
+                "Mirrored copies by outcome: sent, dropped (over max_in_flight or no backend), failed.",
+            ),
+            &["route", "result"],
+        )?;
+        registry.register(Box::new(mirror_requests.clone()))?;
         let metrics = Metrics {
+            mirror_requests,
             consumer_requests,
             cache: cache::CacheSeries::register(&registry, cache)?,
             compression: compression::CompressionSeries::register(&registry)?,
@@ -183,6 +193,16 @@ impl Metrics {
         self.consumer_requests
             .with_label_values(&[slot.name(), consumer])
             .inc();
+    }
+
+    /// The outcome counters of a route's mirror, resolved once when the runtime is built.
+    pub fn mirror_counters(&self, route: &str) -> crate::upstream::MirrorCounters {
+        let c = |result: &str| self.mirror_requests.with_label_values(&[route, result]);
+        crate::upstream::MirrorCounters {
+            sent: c("sent"),
+            dropped: c("dropped"),
+            failed: c("failed"),
+        }
     }
 
     /// Counts one cache lookup's outcome.

@@ -18,7 +18,9 @@ pub use chain::PluginChain;
 pub use consumer::Consumer;
 pub use registry::{PluginContext, PluginFactory, Registry};
 pub use reply::{Flow, Reply, ReplyBody, ReplyKind};
-pub use view::{LogView, RequestInfo, RequestView, ResponseView, UpstreamView};
+pub use view::{
+    cookie, query_param, LogView, RequestInfo, RequestView, ResponseView, UpstreamView,
+};
 
 use async_trait::async_trait;
 

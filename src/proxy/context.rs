@@ -79,6 +79,12 @@ pub struct RequestCtx {
     pub upstream_duration: Option<Duration>,
     /// The authenticated consumer, set by an authentication plugin.
     pub consumer: Option<Consumer>,
+    /// A sticky split's `Set-Cookie`, for a client that had no (valid) side cookie.
+    pub split_cookie: Option<HeaderValue>,
+    /// Whether this request's mirror copy was considered (once, not per retry).
+    pub mirror_started: bool,
+    /// Feeds the request body to its mirror copy.
+    pub mirror_tap: Option<crate::upstream::BodyTap>,
 }
 
 /// The request's host in normal form: lowercase, no trailing dot, no default port.
@@ -179,6 +185,9 @@ impl RequestCtx {
             upstream_started: None,
             upstream_duration: None,
             consumer: None,
+            split_cookie: None,
+            mirror_started: false,
+            mirror_tap: None,
         }
     }
 }

@@ -6,6 +6,7 @@ mod caching;
 mod context;
 mod forwarding;
 mod framing;
+mod mirroring;
 mod observe;
 mod plugins;
 mod protection;
@@ -177,8 +178,10 @@ impl ProxyHttp for GatewayProxy {
                 respond::fixed(&self.runtime, session, ctx, fixed).await?;
                 Ok(true)
             }
-            Action::Proxy { upstream, .. } => {
-                ctx.upstream = Some(*upstream);
+            Action::Proxy { target, .. } => {
+                let placed = target.place(&session.req_header().headers);
+                ctx.upstream = Some(placed.upstream);
+                ctx.split_cookie = placed.set_cookie;
                 Ok(false)
             }
         }
@@ -397,6 +400,18 @@ impl ProxyHttp for GatewayProxy {
             &self.runtime,
         )?;
         plugins::upstream_request(&self.runtime, upstream_request, ctx).await;
+        mirroring::start(&self.runtime, session, upstream_request, ctx);
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        mirroring::body(ctx, body.as_ref(), end_of_stream);
         Ok(())
     }
 
@@ -437,6 +452,9 @@ impl ProxyHttp for GatewayProxy {
             session.set_keepalive(None);
         }
         protection::rate_headers(&self.runtime, ctx, upstream_response)?;
+        if let Some(cookie) = ctx.split_cookie.take() {
+            upstream_response.append_header(http::header::SET_COOKIE, cookie)?;
+        }
         caching::on_response(&self.runtime, session, upstream_response, ctx).await?;
         if let Some(id) = &ctx.request_id {
             upstream_response.insert_header(X_REQUEST_ID_NAME, id.clone())?;

@@ -11,6 +11,8 @@
 //! Exact and prefix lookups are hash lookups (one per path segment), so matching cost does not
 //! grow with the number of routes; regexes are compiled once into a `RegexSet`.
 
+mod split;
 mod table;
 
+pub use split::{Placement, Split, Sticky, Target};
 pub use table::{Action, FixedResponse, Route, RouteTable};

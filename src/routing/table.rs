@@ -10,10 +10,10 @@ use std::sync::Arc;
 /// What a matched route does.
 #[derive(Debug)]
 pub enum Action {
-    /// Proxy to the upstream with this index in the gateway's upstream list.
+    /// Proxy to an upstream (or a split between several).
     Proxy {
-        /// Index into the gateway's upstreams.
-        upstream: usize,
+        /// Where requests go.
+        target: super::Target,
         /// Prefix to remove from the path before proxying.
         strip_prefix: Option<Box<str>>,
         /// Forward the client's Host header (otherwise the backend address is used).
@@ -148,11 +148,39 @@ impl RouteTable {
         };
         for (i, rc) in configs.iter().enumerate() {
             let p = root.index(i);
-            let action = match (&rc.upstream, &rc.respond) {
-                (Some(name), _) => Action::Proxy {
-                    upstream: upstream_index(name).ok_or_else(|| {
-                        ConfigError::at(&p.key("upstream"), format!("unknown upstream {name:?}"))
-                    })?,
+            let index = |name: &str, at: KeyPath| {
+                upstream_index(name)
+                    .ok_or_else(|| ConfigError::at(&at, format!("unknown upstream {name:?}")))
+            };
+            let target = match &rc.upstream {
+                Some(name) => Some(super::Target::One(index(name, p.key("upstream"))?)),
+                None if !rc.split.is_empty() => {
+                    let mut sides = Vec::with_capacity(rc.split.len());
+                    for (j, side) in rc.split.iter().enumerate() {
+                        let at = p.key("split").index(j).key("upstream");
+                        sides.push((
+                            index(&side.upstream, at)?,
+                            Arc::from(side.upstream.as_str()),
+                            side.weight as u64,
+                        ));
+                    }
+                    let sticky = match &rc.sticky {
+                        Some(st) => match (&st.cookie, &st.header) {
+                            (Some(c), _) => Some(super::Sticky::Cookie(c.as_str().into())),
+                            (None, Some(h)) => Some(super::Sticky::Header(
+                                parse_header(&p.key("sticky").key("header"), h, "x")?.0,
+                            )),
+                            (None, None) => None,
+                        },
+                        None => None,
+                    };
+                    Some(super::Target::Split(super::Split::new(&sides, sticky)))
+                }
+                None => None,
+            };
+            let action = match (target, &rc.respond) {
+                (Some(target), _) => Action::Proxy {
+                    target,
                     strip_prefix: rc
                         .strip_prefix
                         .then(|| rc.matcher.path_prefix.as_deref().map(Into::into))

@@ -2,9 +2,11 @@
 
 mod breaker;
 mod health;
+mod mirror;
 mod pool;
 mod selection;
 
 pub use breaker::{Admission, BreakerState, CircuitBreaker};
+pub use mirror::{BodyTap, Mirror, MirrorCounters};
 pub use pool::{BackendSlot, HealthService, InflightGuard, Upstream};
 pub use selection::HashKey;

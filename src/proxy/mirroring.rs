@@ -1,0 +1,32 @@
+//! `routes[].mirror`: starts the copy of a request and feeds it the body
+//! ([`crate::upstream::Mirror`] does the sending).
+
+use super::context::RequestCtx;
+use crate::runtime::Runtime;
+use pingora_http::RequestHeader;
+use pingora_proxy::Session;
+
+/// Starts the route's mirror copy of the request as sent upstream (once per request, not per
+/// retry); the body follows through [`crate::upstream::BodyTap`].
+pub fn start(runtime: &Runtime, session: &Session, req: &RequestHeader, ctx: &mut RequestCtx) {
+    let Some(mirror) = ctx.route.and_then(|r| runtime.mirrors[r].as_ref()) else {
+        return;
+    };
+    if std::mem::replace(&mut ctx.mirror_started, true) {
+        return;
+    }
+    let client = session.req_header();
+    let has_body = client.headers.contains_key(http::header::TRANSFER_ENCODING)
+        || client
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    ctx.mirror_tap = mirror.start(req, has_body).filter(|_| has_body);
+}
+
+/// Hands a body chunk to the copy, if one is waiting for it; never waits.
+pub fn body(ctx: &mut RequestCtx, body: Option<&bytes::Bytes>, end: bool) {
+    if let Some(tap) = ctx.mirror_tap.as_mut() {
+        tap.offer(body, end);
+    }
+}
