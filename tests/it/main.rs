@@ -18,6 +18,7 @@ mod proxying;
 mod rate_limit;
 mod routing;
 mod smoke;
+mod traffic;
 mod upgrade;
 mod upstream_faults;
 mod upstream_tls;

@@ -45,7 +45,9 @@ async fn forward_auth_allows_denies_and_fails_closed() {
     })
     .await;
     // Accepts connections and never answers.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let silent_addr = silent.local_addr().expect("addr");
     let held = tokio::spawn(async move {
         let mut conns = Vec::new();
@@ -56,7 +58,11 @@ async fn forward_auth_allows_denies_and_fails_closed() {
     let origin = RawOrigin::start().await;
     let gw = gateway(
         &origin,
-        &routes(&auth.addr.to_string(), &silent_addr.to_string(), &refused_addr(0).to_string()),
+        &routes(
+            &auth.addr.to_string(),
+            &silent_addr.to_string(),
+            &refused_addr(0).to_string(),
+        ),
         "",
     );
     let c = client();
@@ -65,28 +71,56 @@ async fn forward_auth_allows_denies_and_fails_closed() {
         &c,
         "POST",
         &gw.url("/api/x?q=1"),
-        &[("authorization", "Bearer good"), ("x-user", "forged"), ("cookie", "c=1")],
+        &[
+            ("authorization", "Bearer good"),
+            ("x-user", "forged"),
+            ("cookie", "c=1"),
+        ],
     )
     .await;
     assert_eq!(r.status, 200);
     let up = &origin.requests()[0];
-    assert_eq!(up.header_all("x-user"), ["alice"], "copied from the answer, the forged one gone");
-    assert!(up.header("x-internal").is_none(), "only upstream_headers are copied");
+    assert_eq!(
+        up.header_all("x-user"),
+        ["alice"],
+        "copied from the answer, the forged one gone"
+    );
+    assert!(
+        up.header("x-internal").is_none(),
+        "only upstream_headers are copied"
+    );
     let asked = &auth.requests()[0];
     assert_eq!(asked.method, "GET");
     assert_eq!(asked.target, "/verify?from=gw");
     assert_eq!(asked.header("authorization"), Some("Bearer good"));
     assert_eq!(asked.header("x-forwarded-method"), Some("POST"));
     assert_eq!(asked.header("x-forwarded-uri"), Some("/api/x?q=1"));
-    assert_eq!(asked.header("x-forwarded-host"), Some(gw.addr.to_string().as_str()));
+    assert_eq!(
+        asked.header("x-forwarded-host"),
+        Some(gw.addr.to_string().as_str())
+    );
     assert_eq!(asked.header("x-forwarded-proto"), Some("http"));
-    assert!(asked.header("cookie").is_none(), "only request_headers are sent");
     assert!(
-        wait_metric(&gw, r#"avx_consumer_requests_total{consumer="other",route="api"}"#, 1.0).await,
+        asked.header("cookie").is_none(),
+        "only request_headers are sent"
+    );
+    assert!(
+        wait_metric(
+            &gw,
+            r#"avx_consumer_requests_total{consumer="other",route="api"}"#,
+            1.0
+        )
+        .await,
         "the consumer from x-user is counted, as `other` (not a configured name)"
     );
 
-    let r = fetch(&c, "GET", &gw.url("/api/x"), &[("authorization", "Bearer bad")]).await;
+    let r = fetch(
+        &c,
+        "GET",
+        &gw.url("/api/x"),
+        &[("authorization", "Bearer bad")],
+    )
+    .await;
     assert_eq!(r.status, 403);
     assert_eq!(r.text(), "nope\n");
     assert_eq!(r.header("x-reason"), Some("bad token"));
@@ -109,8 +143,16 @@ async fn forward_auth_allows_denies_and_fails_closed() {
         let start = Instant::now();
         let r = fetch(&c, "GET", &gw.url(path), &[]).await;
         assert_eq!(r.status, 503, "{path}");
-        assert!(start.elapsed() < Duration::from_secs(3), "{path}: {:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{path}: {:?}",
+            start.elapsed()
+        );
     }
-    assert_eq!(origin.count(), 1, "only the allowed request reached the origin");
+    assert_eq!(
+        origin.count(),
+        1,
+        "only the allowed request reached the origin"
+    );
     held.abort();
 }
