@@ -48,7 +48,7 @@ fn route_matching(c: &mut Criterion) {
     let mut g = c.benchmark_group("route_matching");
     let headers = HeaderMap::new();
     for n in [10usize, 100, 1_000, 10_000] {
-        let table = RouteTable::build(&route_configs(n), |_| Some(0)).expect("table builds");
+        let table = RouteTable::build(&route_configs(n)).expect("table builds");
         let last = n - (n % 4) - 4;
         let cases = [
             ("exact", None, format!("/exact/{last}")),
@@ -66,7 +66,7 @@ fn route_matching(c: &mut Criterion) {
                 b.iter(|| {
                     table
                         .find(host.as_deref(), black_box(path), &Method::GET, &headers)
-                        .map(|r| r.index)
+                        .map(|r| r.id)
                 })
             });
         }
@@ -154,11 +154,14 @@ fn metrics(c: &mut Criterion) {
     let rt = metrics_runtime();
     let m = &rt.metrics;
     let ok = RequestSample {
-        route: Some(42),
+        route: Some(avx_gateway::routing::RouteId::new(42)),
         method: &Method::GET,
         status: 200,
         duration: std::time::Duration::from_micros(350),
-        upstream: Some((0, std::time::Duration::from_micros(250))),
+        upstream: Some((
+            avx_gateway::upstream::UpstreamId::new(0),
+            std::time::Duration::from_micros(250),
+        )),
         error: None,
         rate_limited: false,
     };
@@ -170,7 +173,7 @@ fn metrics(c: &mut Criterion) {
     // What `logging` adds to a proxied request: counter, two histograms, in-flight gauge.
     g.bench_function("record_request", |b| {
         b.iter(|| {
-            let in_flight = m.enter_route(black_box(42));
+            let in_flight = m.enter_route(black_box(avx_gateway::routing::RouteId::new(42)));
             m.record(black_box(&ok));
             drop(in_flight);
         })
@@ -182,14 +185,14 @@ fn metrics(c: &mut Criterion) {
     std::thread::scope(|s| {
         s.spawn(|| {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let in_flight = m.enter_route(42);
+                let in_flight = m.enter_route(avx_gateway::routing::RouteId::new(42));
                 m.record(&ok);
                 drop(in_flight);
             }
         });
         g.bench_function("record_request_contended", |b| {
             b.iter(|| {
-                let in_flight = m.enter_route(black_box(42));
+                let in_flight = m.enter_route(black_box(avx_gateway::routing::RouteId::new(42)));
                 m.record(black_box(&ok));
                 drop(in_flight);
             })

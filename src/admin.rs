@@ -214,7 +214,6 @@ impl AdminApp {
         let routes: Vec<_> = self
             .runtime
             .routes
-            .routes()
             .iter()
             .map(|r| json!({ "name": &*r.name }))
             .collect();

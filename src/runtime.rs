@@ -8,33 +8,45 @@ use crate::edge::PathPolicy;
 use crate::metrics::Metrics;
 use crate::plugin::{PluginChain, Registry};
 use crate::policy::{RouteGuards, TrustedProxies};
-use crate::routing::RouteTable;
-use crate::upstream::{HealthService, Mirror, Upstream};
+use crate::routing::{Action, RouteId, RouteTable};
+use crate::upstream::{HealthService, Mirror, Upstream, UpstreamId};
 use pingora_core::services::listening::ConnectionLimit;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// One route, compiled: everything the hot path needs about it, in one place.
+pub struct CompiledRoute {
+    /// The route's name from the config (metrics, logs, `$route`).
+    pub name: Arc<str>,
+    /// What the route does: proxy (to one upstream or a split) or answer.
+    pub action: Action,
+    /// Its rate limit and concurrency cap.
+    pub guards: RouteGuards,
+    /// Its cache settings, when it caches.
+    pub cache: Option<RouteCache>,
+    /// Its compression, when it compresses.
+    pub compression: Option<CompressionPolicy>,
+    /// Its plugins (global ones first), in phase order.
+    pub plugins: PluginChain,
+    /// Its request mirror.
+    pub mirror: Option<Mirror>,
+}
+
 /// Immutable state shared by the proxy and the admin listener.
 pub struct Runtime {
-    /// The compiled route table.
-    pub routes: RouteTable,
-    /// Upstream pools, indexed as the route table refers to them.
-    pub upstreams: Vec<Arc<Upstream>>,
-    /// Rate limits and concurrency caps, indexed like the routes.
-    pub guards: Vec<RouteGuards>,
+    /// The route matcher: host and path indexes, method and header conditions.
+    pub table: RouteTable,
+    /// The compiled routes, by [`RouteId`].
+    pub routes: Box<[CompiledRoute]>,
+    /// Upstream pools, by [`UpstreamId`].
+    pub upstreams: Box<[Arc<Upstream>]>,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: TrustedProxies,
     /// The response cache, when any route caches.
     pub cache: Option<CacheStore>,
-    /// Per-route cache settings, indexed like the routes.
-    pub route_cache: Vec<Option<RouteCache>>,
-    /// Per-route compression, indexed like the routes.
-    pub route_compression: Vec<Option<CompressionPolicy>>,
-    /// Per-route plugin chains (global plugins first), indexed like the routes.
-    pub plugins: Vec<PluginChain>,
-    /// Per-route request mirrors, indexed like the routes.
-    pub mirrors: Vec<Option<Mirror>>,
+    /// Whether any route compresses (Pingora's compression module is added only then).
+    pub any_compression: bool,
     /// Downstream timeouts and limits applied to every request.
     pub downstream: DownstreamSettings,
     /// Prometheus series, recorded at the end of every request.
@@ -67,6 +79,16 @@ pub struct DownstreamSettings {
 }
 
 impl Runtime {
+    /// A compiled route.
+    pub fn route(&self, id: RouteId) -> &CompiledRoute {
+        &self.routes[id.index()]
+    }
+
+    /// An upstream pool.
+    pub fn upstream(&self, id: UpstreamId) -> &Arc<Upstream> {
+        &self.upstreams[id.index()]
+    }
+
     /// Compiles the config; returns the runtime and the health-check services to run.
     pub fn build(
         config: &Config,
@@ -83,26 +105,14 @@ impl Runtime {
             upstreams.push(Arc::new(up));
             services.extend(svc);
         }
-        let routes = RouteTable::build(&config.routes, |n| index.get(n).copied())?;
+        let table = RouteTable::build(&config.routes)?;
         let guards = crate::policy::build_route_guards(config)?;
         let trusted_proxies =
             TrustedProxies::parse(&config.trusted_proxies).map_err(|(i, msg)| {
                 ConfigError::at(&KeyPath::root().key("trusted_proxies").index(i), msg)
             })?;
-        let routes_path = KeyPath::root().key("routes");
-        let mut route_cache = Vec::with_capacity(config.routes.len());
-        let mut route_compression = Vec::with_capacity(config.routes.len());
-        for (i, r) in config.routes.iter().enumerate() {
-            let p = routes_path.index(i);
-            route_cache.push(RouteCache::build(&r.cache, &p.key("cache"))?);
-            route_compression.push(CompressionPolicy::build(
-                &config.compression,
-                &r.compression,
-                &p.key("compression"),
-            )?);
-        }
         let plugins = build_plugins(config, registry, &paths_policy(&config.server))?;
-        let cache = if route_cache.iter().any(Option::is_some) {
+        let cache = if config.routes.iter().any(|r| r.cache.enabled) {
             let store = CacheStore::build(&config.cache).map_err(|e| {
                 ConfigError::at(&KeyPath::root().key("cache"), format!("cache: {e}"))
             })?;
@@ -121,21 +131,45 @@ impl Runtime {
             forwarded_for: config.forwarded_for,
         };
         let connections = ConnectionLimit::new(s.max_connections);
-        let metrics = Metrics::new(&routes, &upstreams, cache.as_ref(), &connections)
+        let metrics = Metrics::new(&table, &upstreams, cache.as_ref(), &connections)
             .map_err(|e| ConfigError::at(&KeyPath::root(), format!("metrics: {e}")))?;
-        let mirrors = config
+        let routes_path = KeyPath::root().key("routes");
+        let upstream_id = |name: &str| index.get(name).copied().map(UpstreamId::new);
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for ((i, r), (guards, plugins)) in config
             .routes
             .iter()
-            .map(|r| {
-                let m = r.mirror.as_ref()?;
-                let up = index.get(m.upstream.as_str())?;
-                Some(Mirror::new(
-                    upstreams[*up].clone(),
-                    m,
-                    metrics.mirror_counters(&r.name),
-                ))
-            })
-            .collect();
+            .enumerate()
+            .zip(guards.into_iter().zip(plugins))
+        {
+            let p = routes_path.index(i);
+            let mirror = match &r.mirror {
+                Some(m) => {
+                    let up = upstream_id(&m.upstream).ok_or_else(|| {
+                        ConfigError::at(&p.key("mirror").key("upstream"), "unknown upstream")
+                    })?;
+                    Some(Mirror::new(
+                        upstreams[up.index()].clone(),
+                        m,
+                        metrics.mirror_counters(&r.name),
+                    ))
+                }
+                None => None,
+            };
+            routes.push(CompiledRoute {
+                name: r.name.as_str().into(),
+                action: Action::build(r, &p, upstream_id)?,
+                guards,
+                cache: RouteCache::build(&r.cache, &p.key("cache"))?,
+                compression: CompressionPolicy::build(
+                    &config.compression,
+                    &r.compression,
+                    &p.key("compression"),
+                )?,
+                plugins,
+                mirror,
+            });
+        }
         let access_log = match &config.access_log {
             a if a.enabled => Some(Arc::new(
                 AccessLog::open(a, metrics.access_log_dropped().clone()).map_err(|e| {
@@ -149,15 +183,12 @@ impl Runtime {
         };
         Ok((
             Runtime {
-                routes,
-                upstreams,
-                guards,
+                table,
+                any_compression: routes.iter().any(|r| r.compression.is_some()),
+                routes: routes.into(),
+                upstreams: upstreams.into(),
                 trusted_proxies,
                 cache,
-                route_cache,
-                route_compression,
-                plugins,
-                mirrors,
                 downstream,
                 metrics,
                 access_log,

@@ -21,8 +21,8 @@ pub use cache::CacheEvent;
 pub use labels::{ErrorKind, LATENCY_BUCKETS, METHODS, STATUS_CLASSES};
 
 use crate::cache::CacheStore;
-use crate::routing::RouteTable;
-use crate::upstream::Upstream;
+use crate::routing::{RouteId, RouteTable};
+use crate::upstream::{Upstream, UpstreamId};
 use http::Method;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
@@ -52,8 +52,8 @@ pub struct Metrics {
 /// What the proxy observed about one finished request.
 #[derive(Debug, Clone)]
 pub struct RequestSample<'a> {
-    /// Index of the matched route; `None` when no route matched.
-    pub route: Option<usize>,
+    /// The matched route; `None` when no route matched.
+    pub route: Option<RouteId>,
     /// The request method (normalised to [`METHODS`]).
     pub method: &'a Method,
     /// Status sent downstream; 0 when no response was sent.
@@ -61,7 +61,7 @@ pub struct RequestSample<'a> {
     /// Time from the request header to the end of the response.
     pub duration: Duration,
     /// Index of the upstream asked and how long it took, when one was asked.
-    pub upstream: Option<(usize, Duration)>,
+    pub upstream: Option<(UpstreamId, Duration)>,
     /// Why the request failed or was refused, if it did.
     pub error: Option<ErrorKind>,
     /// Whether the route's rate limit rejected the request.
@@ -148,13 +148,14 @@ impl Metrics {
         Ok(metrics)
     }
 
-    fn slot(&self, route: Option<usize>) -> &RouteSlot {
+    fn slot(&self, route: Option<RouteId>) -> &RouteSlot {
         let unmatched = self.routes.len() - 1;
-        &self.routes[route.filter(|&i| i < unmatched).unwrap_or(unmatched)]
+        let i = route.map_or(unmatched, RouteId::index);
+        &self.routes[i.min(unmatched)]
     }
 
     /// Counts a request as in flight on `route` until the returned guard is dropped.
-    pub fn enter_route(&self, route: usize) -> RouteInFlight {
+    pub fn enter_route(&self, route: RouteId) -> RouteInFlight {
         let gauge = &self
             .slot(Some(route))
             .series(&self.route_families)
@@ -179,7 +180,7 @@ impl Metrics {
             series.rate_limited.inc();
         }
         if let Some((i, d)) = s.upstream {
-            if let Some(h) = self.upstream_duration.get(i) {
+            if let Some(h) = self.upstream_duration.get(i.index()) {
                 h.observe(d.as_secs_f64());
             }
         }
@@ -188,7 +189,7 @@ impl Metrics {
     /// Counts one authenticated request under its consumer's label (configured names, or
     /// `other`), so the series stay bounded by the config. Only requests with a consumer pay
     /// for the label lookup.
-    pub fn record_consumer(&self, route: Option<usize>, consumer: &str) {
+    pub fn record_consumer(&self, route: Option<RouteId>, consumer: &str) {
         let slot = self.slot(route);
         self.consumer_requests
             .with_label_values(&[slot.name(), consumer])
@@ -269,15 +270,15 @@ routes:
     fn records_requests_errors_and_latency() {
         let rt = metrics();
         let m = &rt.metrics;
-        let guard = m.enter_route(0);
+        let guard = m.enter_route(RouteId::new(0));
         assert!(text(m).contains("avx_route_in_flight{route=\"api\"} 1"));
         drop(guard);
         m.record(&RequestSample {
-            route: Some(0),
+            route: Some(RouteId::new(0)),
             method: &Method::GET,
             status: 502,
             duration: Duration::from_micros(300),
-            upstream: Some((0, Duration::from_micros(200))),
+            upstream: Some((UpstreamId::new(0), Duration::from_micros(200))),
             error: Some(ErrorKind::Connect),
             rate_limited: false,
         });

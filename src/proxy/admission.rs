@@ -3,12 +3,111 @@
 //! rewritten into that normal form, so routing, the cache key, `strip_prefix`, forwarding and
 //! the request sent upstream all read the same path and the same host.
 
-use super::context::{EffectiveHost, RequestCtx};
+use super::context::{EffectiveHost, Rejection, RequestCtx};
 use crate::edge::{path, target, PathPolicy, Target};
+use crate::routing::{Action, RouteId};
+use crate::runtime::Runtime;
 use http::header::HOST;
 use http::{HeaderValue, Method, Version};
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
+use std::borrow::Cow;
+
+/// A request the gateway answers itself before any route policy runs.
+pub struct Refusal {
+    /// The status sent.
+    pub status: u16,
+    /// The plain-text body.
+    pub body: Cow<'static, str>,
+    /// Whether the connection is closed after it (the framing cannot be trusted).
+    pub close: bool,
+    /// How it is counted and logged.
+    pub decision: Rejection,
+}
+
+impl Refusal {
+    fn no_route() -> Refusal {
+        Refusal {
+            status: 404,
+            body: "no route\n".into(),
+            close: false,
+            decision: Rejection::NoRoute,
+        }
+    }
+
+    fn bad(status: u16, body: impl Into<Cow<'static, str>>) -> Option<Refusal> {
+        Some(Refusal {
+            status,
+            body: body.into(),
+            close: true,
+            decision: Rejection::BadRequest,
+        })
+    }
+}
+
+/// The request's route, or why it is refused before its route's plugins and limits run, in
+/// order: what [`admit`] refused, framing problems, `PURGE` on a public listener, no route,
+/// and a dot-segment on a `strip_prefix` route when paths are not normalized.
+pub fn route(runtime: &Runtime, session: &Session, ctx: &RequestCtx) -> Result<RouteId, Refusal> {
+    refusal(runtime, session, ctx).map_or_else(
+        // refusal() refuses every request without a route.
+        || ctx.route.ok_or_else(Refusal::no_route),
+        Err,
+    )
+}
+
+fn refusal(runtime: &Runtime, session: &Session, ctx: &RequestCtx) -> Option<Refusal> {
+    if let Some(reason) = ctx.refused {
+        return Refusal::bad(400, format!("bad request: {reason}\n"));
+    }
+    if let Some((status, body)) =
+        super::framing::problem(session, runtime.downstream.max_header_bytes)
+    {
+        return Refusal::bad(status, body);
+    }
+    if session.req_header().method.as_str() == "PURGE" {
+        // Purging is an admin-listener operation only.
+        return Some(Refusal {
+            status: 405,
+            body: "method not allowed\n".into(),
+            close: false,
+            decision: Rejection::BadRequest,
+        });
+    }
+    let Some(route) = ctx.route.map(|r| runtime.route(r)) else {
+        return Some(Refusal::no_route());
+    };
+    let stripped = matches!(
+        route.action,
+        Action::Proxy {
+            strip_prefix: Some(_),
+            ..
+        }
+    );
+    if stripped
+        && !runtime.downstream.paths.normalize
+        && path::has_dot_segment(session.req_header().uri.path().as_bytes())
+    {
+        // Without normalization nothing resolves `..`, and a stripped path must never climb
+        // out of its prefix.
+        return Refusal::bad(400, "bad request: dot-segment in path\n");
+    }
+    None
+}
+
+/// The route for the admitted (normalized) request, from the normalized host and path.
+pub fn find_route(runtime: &Runtime, session: &Session, ctx: &RequestCtx) -> Option<RouteId> {
+    let req = session.req_header();
+    runtime
+        .table
+        .find(
+            ctx.host.as_ref().map(EffectiveHost::name),
+            req.uri.path(),
+            &req.method,
+            &req.headers,
+        )
+        .map(|r| r.id)
+}
 
 /// Checks and normalizes the request; on refusal returns the reason for the 400 body.
 pub fn admit(

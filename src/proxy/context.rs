@@ -3,7 +3,8 @@
 use crate::metrics::RouteInFlight;
 use crate::plugin::Consumer;
 use crate::policy::{ConcurrencyGuard, Decision};
-use crate::upstream::{Admission, InflightGuard};
+use crate::routing::RouteId;
+use crate::upstream::{Admission, InflightGuard, UpstreamId};
 use http::HeaderValue;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -12,10 +13,10 @@ use std::time::{Duration, Instant};
 pub struct RequestCtx {
     /// When the request arrived.
     pub started: Instant,
-    /// Index of the matched route.
-    pub route: Option<usize>,
-    /// Index of the route's upstream.
-    pub upstream: Option<usize>,
+    /// The matched route.
+    pub route: Option<RouteId>,
+    /// The upstream the request goes to (the route's, or its split's pick).
+    pub upstream: Option<UpstreamId>,
     /// Slot of the backend currently used.
     pub backend: Option<usize>,
     /// Backends already tried by this request (grows only on retries).
@@ -79,12 +80,13 @@ pub struct RequestCtx {
     pub upstream_duration: Option<Duration>,
     /// The authenticated consumer, set by an authentication plugin.
     pub consumer: Option<Consumer>,
-    /// A sticky split's `Set-Cookie`, for a client that had no (valid) side cookie.
-    pub split_cookie: Option<HeaderValue>,
+    /// A sticky split's `Set-Cookie`, for a client that had no (valid) side cookie (boxed:
+    /// rare, and the context is moved inside Pingora's per-request futures).
+    pub split_cookie: Option<Box<HeaderValue>>,
     /// Whether this request's mirror copy was considered (once, not per retry).
     pub mirror_started: bool,
-    /// Feeds the request body to its mirror copy.
-    pub mirror_tap: Option<crate::upstream::BodyTap>,
+    /// Feeds the request body to its mirror copy (boxed: only on mirrored routes).
+    pub mirror_tap: Option<Box<crate::upstream::BodyTap>>,
 }
 
 /// The request's host in normal form: lowercase, no trailing dot, no default port.

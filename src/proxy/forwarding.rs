@@ -210,3 +210,18 @@ fn forwarded_for_value(
         "bad X-Forwarded-For",
     )
 }
+
+/// Finds the client IP (the peer, or behind `trusted_proxies` from `X-Forwarded-For`) and, for
+/// an untrusted peer, removes the forwarding headers it may not assert.
+pub fn identify_client(runtime: &Runtime, session: &mut Session, ctx: &mut RequestCtx) {
+    let peer = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    let trusted = &runtime.trusted_proxies;
+    ctx.peer_trusted = trusted.trusts_peer(peer);
+    ctx.client_ip = trusted.client_ip(peer, &session.req_header().headers);
+    if !ctx.peer_trusted {
+        scrub_untrusted(session.req_header_mut());
+    }
+}

@@ -9,7 +9,7 @@ use pingora_proxy::Session;
 /// Starts the route's mirror copy of the request as sent upstream (once per request, not per
 /// retry); the body follows through [`crate::upstream::BodyTap`].
 pub fn start(runtime: &Runtime, session: &Session, req: &RequestHeader, ctx: &mut RequestCtx) {
-    let Some(mirror) = ctx.route.and_then(|r| runtime.mirrors[r].as_ref()) else {
+    let Some(mirror) = ctx.route.and_then(|r| runtime.route(r).mirror.as_ref()) else {
         return;
     };
     if std::mem::replace(&mut ctx.mirror_started, true) {
@@ -21,7 +21,7 @@ pub fn start(runtime: &Runtime, session: &Session, req: &RequestHeader, ctx: &mu
             .headers
             .get(http::header::CONTENT_LENGTH)
             .is_some_and(|v| v.as_bytes() != b"0");
-    ctx.mirror_tap = mirror.start(req, has_body).filter(|_| has_body);
+    ctx.mirror_tap = mirror.start(req, has_body).filter(|_| has_body).map(Box::new);
 }
 
 /// Hands a body chunk to the copy, if one is waiting for it; never waits.

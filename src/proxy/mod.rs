@@ -3,7 +3,9 @@
 
 mod admission;
 mod caching;
+mod compressing;
 mod context;
+mod downstream;
 mod forwarding;
 mod framing;
 mod mirroring;
@@ -43,7 +45,7 @@ impl GatewayProxy {
     }
 
     fn upstream(&self, ctx: &RequestCtx) -> Option<&Arc<Upstream>> {
-        ctx.upstream.map(|i| &self.runtime.upstreams[i])
+        ctx.upstream.map(|u| self.runtime.upstream(u))
     }
 }
 
@@ -60,120 +62,47 @@ impl ProxyHttp for GatewayProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let d = &self.runtime.downstream;
-        // Only a connection the client keeps alive (HTTP/1.1, or HTTP/1.0 that asked) gets the
-        // configured idle timeout; 0 turns keep-alive off, as in NGINX (Pingora would read it
-        // as "forever").
-        if session.get_keepalive().is_some() {
-            session
-                .set_keepalive((d.keepalive_timeout_secs > 0).then_some(d.keepalive_timeout_secs));
-        }
-        if d.keepalive_requests.is_some() {
-            session.set_keepalive_reuses_remaining(d.keepalive_requests);
-        }
-        session.set_read_timeout(Some(d.body_read_timeout));
-        // From SIGQUIT/SIGTERM on, answer with `Connection: close` (see `server::draining`).
-        if crate::server::draining() {
-            session.set_keepalive(None);
-        }
+        downstream::configure(session, &self.runtime.downstream);
         ctx.request_id = Some(request_id::resolve(
             session.req_header().headers.get(&X_REQUEST_ID),
         ));
-        let peer = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        let trusted = &self.runtime.trusted_proxies;
-        ctx.peer_trusted = trusted.trusts_peer(peer);
-        ctx.client_ip = trusted.client_ip(peer, &session.req_header().headers);
-        if !ctx.peer_trusted {
-            forwarding::scrub_untrusted(session.req_header_mut());
-        }
-        if let Err(reason) = admission::admit(session, ctx, &d.paths) {
+        forwarding::identify_client(&self.runtime, session, ctx);
+        if let Err(reason) = admission::admit(session, ctx, &self.runtime.downstream.paths) {
             ctx.refused = Some(reason);
             return Ok(());
         }
-        let req = session.req_header();
         // Routing happens here, before Pingora's compression module reads the request, because
         // the route decides whether (and how) to compress.
-        ctx.route = self
-            .runtime
-            .routes
-            .find(
-                ctx.host.as_ref().map(EffectiveHost::name),
-                req.uri.path(),
-                &req.method,
-                &req.headers,
-            )
-            .map(|r| r.index);
+        ctx.route = admission::find_route(&self.runtime, session, ctx);
         ctx.route_inflight = ctx.route.map(|r| self.runtime.metrics.enter_route(r));
-        caching::prepare_compression(&self.runtime, session, ctx);
+        compressing::prepare_compression(&self.runtime, session, ctx);
         Ok(())
     }
 
     fn init_downstream_modules(&self, modules: &mut HttpModules) {
-        // Present but off; `caching::prepare_compression` turns it on per route. Left out
+        // Present but off; `compressing::prepare_compression` turns it on per route. Left out
         // when no route compresses: the module costs an allocation and a call per phase.
-        if self.runtime.route_compression.iter().any(Option::is_some) {
+        if self.runtime.any_compression {
             modules.add_module(ResponseCompressionBuilder::enable(0));
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        caching::restore_accept_encoding(session, ctx);
-        if let Some(reason) = ctx.refused {
-            ctx.decision = Some(Rejection::BadRequest);
-            let body = format!("bad request: {reason}\n");
-            respond::error(session, ctx, 400, &body, true).await?;
-            return Ok(true);
-        }
-        if let Some((status, body)) =
-            framing::problem(session, self.runtime.downstream.max_header_bytes)
-        {
-            ctx.decision = Some(Rejection::BadRequest);
-            respond::error(session, ctx, status, body, true).await?;
-            return Ok(true);
-        }
-        if session.req_header().method.as_str() == "PURGE" {
-            // Purging is an admin-listener operation only.
-            ctx.decision = Some(Rejection::BadRequest);
-            respond::error(session, ctx, 405, "method not allowed\n", false).await?;
-            return Ok(true);
-        }
-        let Some(route) = ctx.route.map(|i| &self.runtime.routes.routes()[i]) else {
-            ctx.decision = Some(Rejection::NoRoute);
-            respond::error(session, ctx, 404, "no route\n", false).await?;
-            return Ok(true);
+        compressing::restore_accept_encoding(session, ctx);
+        let r = match admission::route(&self.runtime, session, ctx) {
+            Ok(r) => r,
+            Err(refusal) => {
+                respond::refusal(session, ctx, refusal).await?;
+                return Ok(true);
+            }
         };
-        let r = route.index;
         if plugins::request(&self.runtime, r, plugins::Stage::BeforeLimit, session, ctx).await?
             || protection::guard_route(&self.runtime, r, session, ctx).await?
             || plugins::request(&self.runtime, r, plugins::Stage::AfterLimit, session, ctx).await?
         {
             return Ok(true);
         }
-        match &route.action {
-            Action::Proxy {
-                strip_prefix: Some(_),
-                ..
-            } if !self.runtime.downstream.paths.normalize
-                && crate::edge::path::has_dot_segment(
-                    session.req_header().uri.path().as_bytes(),
-                ) =>
-            {
-                // Without normalization nothing resolves `..`, and a stripped path must never
-                // climb out of its prefix.
-                ctx.decision = Some(Rejection::BadRequest);
-                respond::error(
-                    session,
-                    ctx,
-                    400,
-                    "bad request: dot-segment in path\n",
-                    true,
-                )
-                .await?;
-                Ok(true)
-            }
+        match &self.runtime.route(r).action {
             Action::Respond(fixed) => {
                 respond::fixed(&self.runtime, session, ctx, fixed).await?;
                 Ok(true)
@@ -181,7 +110,7 @@ impl ProxyHttp for GatewayProxy {
             Action::Proxy { target, .. } => {
                 let placed = target.place(&session.req_header().headers);
                 ctx.upstream = Some(placed.upstream);
-                ctx.split_cookie = placed.set_cookie;
+                ctx.split_cookie = placed.set_cookie.map(Box::new);
                 Ok(false)
             }
         }
@@ -206,7 +135,7 @@ impl ProxyHttp for GatewayProxy {
 
     fn cache_key_callback(&self, session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
         let req = session.req_header();
-        match ctx.route.and_then(|r| self.runtime.route_cache[r].as_ref()) {
+        match ctx.route.and_then(|r| self.runtime.route(r).cache.as_ref()) {
             Some(rc) => Ok(rc.key(
                 req,
                 crate::cache::Scheme::of(ctx.tls),
@@ -226,7 +155,7 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut RequestCtx,
     ) -> Result<RespCacheable> {
         let (Some(rc), Some(store)) = (
-            ctx.route.and_then(|r| self.runtime.route_cache[r].as_ref()),
+            ctx.route.and_then(|r| self.runtime.route(r).cache.as_ref()),
             &self.runtime.cache,
         ) else {
             return Ok(RespCacheable::Uncacheable(NoCacheReason::NeverEnabled));
@@ -278,7 +207,7 @@ impl ProxyHttp for GatewayProxy {
         // this only says the route is willing (None = a background revalidation).
         let caching = ctx
             .route
-            .is_some_and(|r| self.runtime.route_cache[r].is_some());
+            .is_some_and(|r| self.runtime.route(r).cache.is_some());
         let serve = caching
             && error.is_none_or(|e| {
                 e.esource() == &ErrorSource::Upstream
@@ -365,7 +294,7 @@ impl ProxyHttp for GatewayProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let Some(route) = ctx.route.map(|i| &self.runtime.routes.routes()[i]) else {
+        let Some(route) = ctx.route.map(|r| self.runtime.route(r)) else {
             return Ok(());
         };
         let Action::Proxy {
@@ -379,10 +308,7 @@ impl ProxyHttp for GatewayProxy {
         if let Some(prefix) = strip_prefix {
             forwarding::strip_prefix(upstream_request, prefix)?;
         }
-        if self.runtime.route_cache[route.index]
-            .as_ref()
-            .is_some_and(|rc| rc.ignore_query)
-        {
+        if route.cache.as_ref().is_some_and(|rc| rc.ignore_query) {
             // The query is not in the key, so it must not change what the origin answers.
             forwarding::strip_query(upstream_request)?;
         }
@@ -435,7 +361,7 @@ impl ProxyHttp for GatewayProxy {
         caching::note_revalidation(session, upstream_response, ctx);
         if let Some(i) = ctx.upstream {
             let status = upstream_response.status.as_u16();
-            protection::response_started(&self.runtime.upstreams[i], ctx, status);
+            protection::response_started(self.runtime.upstream(i), ctx, status);
         }
         Ok(())
     }
@@ -453,9 +379,10 @@ impl ProxyHttp for GatewayProxy {
         }
         protection::rate_headers(&self.runtime, ctx, upstream_response)?;
         if let Some(cookie) = ctx.split_cookie.take() {
-            upstream_response.append_header(http::header::SET_COOKIE, cookie)?;
+            upstream_response.append_header(http::header::SET_COOKIE, *cookie)?;
         }
         caching::on_response(&self.runtime, session, upstream_response, ctx).await?;
+        compressing::on_response(&self.runtime, session, upstream_response, ctx)?;
         if let Some(id) = &ctx.request_id {
             upstream_response.insert_header(X_REQUEST_ID_NAME, id.clone())?;
         }
@@ -476,7 +403,7 @@ impl ProxyHttp for GatewayProxy {
             );
         let upstream_fault = !dead_client && e.esource() == &ErrorSource::Upstream;
         if let (true, Some(i)) = (upstream_fault, ctx.upstream) {
-            protection::record_outcome(&self.runtime.upstreams[i], ctx, None);
+            protection::record_outcome(self.runtime.upstream(i), ctx, None);
         }
         let (code, body) = respond::status_for(e);
         let error_code = if dead_client {
@@ -503,7 +430,7 @@ impl ProxyHttp for GatewayProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
-        if let Err(e) = caching::inflate_body(body, end_of_stream, ctx) {
+        if let Err(e) = compressing::inflate_body(body, end_of_stream, ctx) {
             self.runtime.metrics.record_decompression_cut();
             // 502 when nothing was sent yet; either way not the backend's fault for the
             // breaker: the client's Accept-Encoding decided that the body be decoded.
@@ -512,13 +439,13 @@ impl ProxyHttp for GatewayProxy {
                 format!("decompressing the upstream's gzip: {e:?}"),
             );
         }
-        caching::encode_body(body, end_of_stream, ctx)?;
+        compressing::encode_body(body, end_of_stream, ctx)?;
         Ok(None)
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         if let Some(i) = ctx.upstream {
-            protection::finish(&self.runtime.upstreams[i], ctx, e);
+            protection::finish(self.runtime.upstream(i), ctx, e);
         }
         observe::finish(&self.runtime, session, e, ctx);
         plugins::logging(&self.runtime, session, ctx).await;

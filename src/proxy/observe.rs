@@ -133,7 +133,7 @@ fn entry<'a>(
     upstream_duration: Option<Duration>,
 ) -> LogEntry<'a> {
     let req = session.req_header();
-    let upstream = ctx.upstream.and_then(|i| runtime.upstreams.get(i));
+    let upstream = ctx.upstream.map(|u| runtime.upstream(u));
     // After a failed attempt the backend moves to `tried`; log the last one tried.
     let backend = ctx.backend.or_else(|| ctx.tried.last().copied());
     let header = |name| {
@@ -160,10 +160,7 @@ fn entry<'a>(
         status,
         bytes: session.body_bytes_sent(),
         duration,
-        route: ctx
-            .route
-            .and_then(|i| runtime.routes.routes().get(i))
-            .map(|r| &*r.name),
+        route: ctx.route.map(|r| &*runtime.route(r).name),
         upstream: upstream.map(|u| &*u.name),
         upstream_addr: upstream
             .zip(backend)

@@ -9,7 +9,9 @@ use crate::plugin::{
     Flow, LogView, Plugin, Reply, ReplyBody, ReplyKind, RequestInfo, RequestView, ResponseView,
     UpstreamView,
 };
+use crate::routing::RouteId;
 use crate::runtime::Runtime;
+use crate::upstream::UpstreamId;
 use bytes::Bytes;
 use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
 use http::HeaderValue;
@@ -30,10 +32,10 @@ pub enum Stage {
 /// What the gateway knows about the request, for the plugin views.
 fn info<'a>(
     runtime: &'a Runtime,
-    route: usize,
+    route: RouteId,
     host: Option<&'a EffectiveHost>,
     request_id: Option<&'a HeaderValue>,
-    ctx_upstream: Option<usize>,
+    ctx_upstream: Option<UpstreamId>,
     client_ip: Option<std::net::IpAddr>,
     tls: bool,
 ) -> RequestInfo<'a> {
@@ -41,23 +43,21 @@ fn info<'a>(
         client_ip,
         host: host.map(EffectiveHost::as_str),
         tls,
-        route: runtime.routes.routes().get(route).map_or("", |r| &*r.name),
+        route: &runtime.route(route).name,
         request_id,
-        upstream: ctx_upstream
-            .and_then(|i| runtime.upstreams.get(i))
-            .map(|u| &*u.name),
+        upstream: ctx_upstream.map(|u| &*runtime.upstream(u).name),
     }
 }
 
 /// Runs one stage of the route's `request` hooks; returns true when a plugin answered.
 pub async fn request(
     runtime: &Runtime,
-    route: usize,
+    route: RouteId,
     stage: Stage,
     session: &mut Session,
     ctx: &mut RequestCtx,
 ) -> Result<bool> {
-    let chain = &runtime.plugins[route];
+    let chain = &runtime.route(route).plugins;
     let plugins = match stage {
         Stage::BeforeLimit => chain.before_limit(),
         Stage::AfterLimit => chain.after_limit(),
@@ -108,7 +108,7 @@ pub async fn upstream_request(runtime: &Runtime, req: &mut RequestHeader, ctx: &
     let Some(route) = ctx.route else {
         return;
     };
-    let plugins = runtime.plugins[route].all();
+    let plugins = runtime.route(route).plugins.all();
     if plugins.is_empty() {
         return;
     }
@@ -137,7 +137,7 @@ pub async fn response(
     let Some(route) = ctx.route else {
         return;
     };
-    let plugins = runtime.plugins[route].all();
+    let plugins = runtime.route(route).plugins.all();
     if plugins.is_empty() {
         return;
     }
@@ -161,7 +161,7 @@ pub async fn logging(runtime: &Runtime, session: &Session, ctx: &RequestCtx) {
     let Some(route) = ctx.route else {
         return;
     };
-    let plugins = runtime.plugins[route].all();
+    let plugins = runtime.route(route).plugins.all();
     if plugins.is_empty() {
         return;
     }

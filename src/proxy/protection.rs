@@ -4,6 +4,7 @@
 use super::context::{Rejection, RequestCtx};
 use super::respond;
 use crate::policy::{now_us, Decision, LimitKey};
+use crate::routing::RouteId;
 use crate::runtime::Runtime;
 use crate::upstream::{Admission, Upstream};
 use http::HeaderValue;
@@ -14,11 +15,11 @@ use pingora_proxy::Session;
 /// Applies the route's rate limit and concurrency cap; returns true when it answered.
 pub async fn guard_route(
     runtime: &Runtime,
-    route: usize,
+    route: RouteId,
     session: &mut Session,
     ctx: &mut RequestCtx,
 ) -> Result<bool> {
-    let guards = &runtime.guards[route];
+    let guards = &runtime.route(route).guards;
     if let Some(policy) = &guards.rate {
         let decision = match &policy.key {
             LimitKey::ClientIp => policy
@@ -194,7 +195,9 @@ pub fn finish(up: &Upstream, ctx: &mut RequestCtx, e: Option<&Error>) {
 /// Adds `RateLimit-*` headers for an admitted request, when the route sends them; the
 /// pre-rendered values come from the route's policy, the decision from the context.
 pub fn rate_headers(runtime: &Runtime, ctx: &RequestCtx, h: &mut ResponseHeader) -> Result<()> {
-    let policy = ctx.route.and_then(|r| runtime.guards[r].rate.as_ref());
+    let policy = ctx
+        .route
+        .and_then(|r| runtime.route(r).guards.rate.as_ref());
     match (&ctx.rate, policy) {
         (Some(d), Some(p)) => insert_rate_headers(h, d, &p.limit_header, &p.policy_header),
         _ => Ok(()),

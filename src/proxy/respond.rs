@@ -39,6 +39,16 @@ pub async fn fixed(
     Ok(())
 }
 
+/// Answers a request refused by [`admission::route`](super::admission::route).
+pub async fn refusal(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    r: super::admission::Refusal,
+) -> Result<()> {
+    ctx.decision = Some(r.decision);
+    error(session, ctx, r.status, &r.body, r.close).await
+}
+
 /// Writes a short plain-text error page and asks for the connection to close when `close`.
 pub async fn error(
     session: &mut Session,

@@ -11,8 +11,26 @@
 //! Exact and prefix lookups are hash lookups (one per path segment), so matching cost does not
 //! grow with the number of routes; regexes are compiled once into a `RegexSet`.
 
+mod action;
 mod split;
 mod table;
 
+pub use action::{Action, FixedResponse};
 pub use split::{Placement, Split, Sticky, Target};
-pub use table::{Action, FixedResponse, Route, RouteTable};
+pub use table::{Route, RouteTable};
+
+/// A route's id: its position in the config file, and in the runtime's compiled routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouteId(u32);
+
+impl RouteId {
+    /// The id of the route at `index` in the config.
+    pub fn new(index: usize) -> RouteId {
+        RouteId(index as u32)
+    }
+
+    /// The route's position in the config.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}

@@ -1,6 +1,7 @@
 //! Where a proxying route sends a request: one upstream, or a weighted split between several,
 //! optionally sticky per client.
 
+use crate::upstream::UpstreamId;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -8,8 +9,8 @@ use std::sync::Arc;
 /// The upstream(s) of a proxying route.
 #[derive(Debug)]
 pub enum Target {
-    /// Always this upstream (index into the gateway's upstreams).
-    One(usize),
+    /// Always this upstream.
+    One(UpstreamId),
     /// A weighted split.
     Split(Split),
 }
@@ -40,7 +41,7 @@ pub enum Sticky {
 /// One side of a split.
 #[derive(Debug)]
 struct Side {
-    upstream: usize,
+    upstream: UpstreamId,
     name: Arc<str>,
     /// Cumulative weight up to and including this side.
     until: u64,
@@ -65,14 +66,14 @@ pub struct Split {
 #[derive(Debug)]
 pub struct Placement {
     /// The upstream chosen.
-    pub upstream: usize,
+    pub upstream: UpstreamId,
     /// A `Set-Cookie` for the response, when a sticky cookie was missing.
     pub set_cookie: Option<HeaderValue>,
 }
 
 impl Split {
-    /// A split over `(upstream index, upstream name, weight)`.
-    pub fn new(sides: &[(usize, Arc<str>, u64)], sticky: Option<Sticky>) -> Split {
+    /// A split over `(upstream, upstream name, weight)`.
+    pub fn new(sides: &[(UpstreamId, Arc<str>, u64)], sticky: Option<Sticky>) -> Split {
         let mut until = 0;
         let sides = sides
             .iter()
@@ -154,7 +155,7 @@ impl Split {
     }
 
     /// The upstreams of the split, in order.
-    pub fn upstreams(&self) -> impl Iterator<Item = usize> + '_ {
+    pub fn upstreams(&self) -> impl Iterator<Item = UpstreamId> + '_ {
         self.sides.iter().map(|s| s.upstream)
     }
 }
@@ -189,22 +190,36 @@ mod tests {
     use http::header::COOKIE;
 
     fn split(sticky: Option<Sticky>) -> Split {
-        Split::new(&[(0, "v1".into(), 90), (1, "v2".into(), 10)], sticky)
+        Split::new(
+            &[
+                (UpstreamId::new(0), "v1".into(), 90),
+                (UpstreamId::new(1), "v2".into(), 10),
+            ],
+            sticky,
+        )
     }
 
     #[test]
     fn shares_are_exact_over_the_weight_total() {
         let s = split(None);
         let h = HeaderMap::new();
-        let v2 = (0..1000).filter(|_| s.place(&h).upstream == 1).count();
+        let v2 = (0..1000)
+            .filter(|_| s.place(&h).upstream.index() == 1)
+            .count();
         assert_eq!(v2, 100);
     }
 
     #[test]
     fn consecutive_requests_alternate_between_even_sides() {
-        let s = Split::new(&[(0, "a".into(), 50), (1, "b".into(), 50)], None);
+        let s = Split::new(
+            &[
+                (UpstreamId::new(0), "a".into(), 50),
+                (UpstreamId::new(1), "b".into(), 50),
+            ],
+            None,
+        );
         let h = HeaderMap::new();
-        let first: Vec<usize> = (0..10).map(|_| s.place(&h).upstream).collect();
+        let first: Vec<usize> = (0..10).map(|_| s.place(&h).upstream.index()).collect();
         assert!(first.contains(&0) && first.contains(&1), "{first:?}");
     }
 
@@ -215,7 +230,7 @@ mod tests {
         h.insert(COOKIE, HeaderValue::from_static("a=1; avx-split=v2"));
         for _ in 0..50 {
             let p = s.place(&h);
-            assert_eq!((p.upstream, p.set_cookie.is_none()), (1, true));
+            assert_eq!((p.upstream.index(), p.set_cookie.is_none()), (1, true));
         }
         h.insert(COOKIE, HeaderValue::from_static("avx-split=v9"));
         let p = s.place(&h);
@@ -234,7 +249,7 @@ mod tests {
             );
             let first = s.place(&h).upstream;
             assert!((0..5).all(|_| s.place(&h).upstream == first));
-            sides[first] += 1;
+            sides[first.index()] += 1;
         }
         assert!((150..250).contains(&sides[1]), "{sides:?}");
     }

@@ -1,48 +1,20 @@
 //! The route table: compiled from [`RouteConfig`]s once, read on every request.
 
+use super::RouteId;
 use crate::config::{ConfigError, KeyPath, RouteConfig};
-use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use regex::RegexSet;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// What a matched route does.
-#[derive(Debug)]
-pub enum Action {
-    /// Proxy to an upstream (or a split between several).
-    Proxy {
-        /// Where requests go.
-        target: super::Target,
-        /// Prefix to remove from the path before proxying.
-        strip_prefix: Option<Box<str>>,
-        /// Forward the client's Host header (otherwise the backend address is used).
-        preserve_host: bool,
-    },
-    /// Answer with a fixed response.
-    Respond(FixedResponse),
-}
-
-/// A pre-built fixed response for `respond:` routes.
-#[derive(Debug)]
-pub struct FixedResponse {
-    /// Status code.
-    pub status: u16,
-    /// Headers, validated at load.
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    /// Body.
-    pub body: Bytes,
-}
-
-/// One compiled route.
+/// One route as the table matches it: its id and the method and header conditions checked
+/// after the host and path lookup.
 #[derive(Debug)]
 pub struct Route {
     /// The route's name from the config.
     pub name: Arc<str>,
-    /// Position in the config file.
-    pub index: usize,
-    /// What to do with a matching request.
-    pub action: Action,
+    /// The route's id (its position in the config file).
+    pub id: RouteId,
     methods: Vec<Method>,
     headers: Vec<(HeaderName, Option<HeaderValue>)>,
 }
@@ -134,11 +106,8 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    /// Compiles routes; `upstream_index` maps an upstream name to its index.
-    pub fn build(
-        configs: &[RouteConfig],
-        upstream_index: impl Fn(&str) -> Option<usize>,
-    ) -> Result<RouteTable, ConfigError> {
+    /// Compiles the routes' match conditions.
+    pub fn build(configs: &[RouteConfig]) -> Result<RouteTable, ConfigError> {
         let root = KeyPath::root().key("routes");
         let mut table = RouteTable {
             routes: Vec::with_capacity(configs.len()),
@@ -148,56 +117,6 @@ impl RouteTable {
         };
         for (i, rc) in configs.iter().enumerate() {
             let p = root.index(i);
-            let index = |name: &str, at: KeyPath| {
-                upstream_index(name)
-                    .ok_or_else(|| ConfigError::at(&at, format!("unknown upstream {name:?}")))
-            };
-            let target = match &rc.upstream {
-                Some(name) => Some(super::Target::One(index(name, p.key("upstream"))?)),
-                None if !rc.split.is_empty() => {
-                    let mut sides = Vec::with_capacity(rc.split.len());
-                    for (j, side) in rc.split.iter().enumerate() {
-                        let at = p.key("split").index(j).key("upstream");
-                        sides.push((
-                            index(&side.upstream, at)?,
-                            Arc::from(side.upstream.as_str()),
-                            side.weight as u64,
-                        ));
-                    }
-                    let sticky = match &rc.sticky {
-                        Some(st) => match (&st.cookie, &st.header) {
-                            (Some(c), _) => Some(super::Sticky::Cookie(c.as_str().into())),
-                            (None, Some(h)) => Some(super::Sticky::Header(
-                                parse_header(&p.key("sticky").key("header"), h, "x")?.0,
-                            )),
-                            (None, None) => None,
-                        },
-                        None => None,
-                    };
-                    Some(super::Target::Split(super::Split::new(&sides, sticky)))
-                }
-                None => None,
-            };
-            let action = match (target, &rc.respond) {
-                (Some(target), _) => Action::Proxy {
-                    target,
-                    strip_prefix: rc
-                        .strip_prefix
-                        .then(|| rc.matcher.path_prefix.as_deref().map(Into::into))
-                        .flatten(),
-                    preserve_host: rc.preserve_host,
-                },
-                (None, Some(resp)) => Action::Respond(FixedResponse {
-                    status: resp.status,
-                    headers: resp
-                        .headers
-                        .iter()
-                        .map(|(k, v)| parse_header(&p.key("respond").key("headers").key(k), k, v))
-                        .collect::<Result<_, _>>()?,
-                    body: Bytes::from(resp.body.clone()),
-                }),
-                (None, None) => return Err(ConfigError::at(&p, "needs an upstream or a respond")),
-            };
             let m = &rc.matcher;
             let headers = m
                 .headers
@@ -220,8 +139,7 @@ impl RouteTable {
                 .map_err(|_| ConfigError::at(&p.key("match").key("methods"), "invalid method"))?;
             table.routes.push(Route {
                 name: rc.name.as_str().into(),
-                index: i,
-                action,
+                id: RouteId::new(i),
                 methods,
                 headers,
             });
@@ -302,6 +220,16 @@ impl RouteTable {
     pub fn routes(&self) -> &[Route] {
         &self.routes
     }
+
+    /// The number of routes.
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// Whether the table has no route.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
 }
 
 fn strip_port(host: &str) -> &str {
@@ -315,7 +243,11 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
-fn parse_header(p: &KeyPath, k: &str, v: &str) -> Result<(HeaderName, HeaderValue), ConfigError> {
+pub(super) fn parse_header(
+    p: &KeyPath,
+    k: &str,
+    v: &str,
+) -> Result<(HeaderName, HeaderValue), ConfigError> {
     let name = HeaderName::from_bytes(k.as_bytes())
         .map_err(|_| ConfigError::at(p, format!("invalid header name {k:?}")))?;
     let value = HeaderValue::from_str(v)
@@ -330,7 +262,7 @@ mod tests {
 
     fn table(yaml: &str) -> RouteTable {
         let cfg: Config = serde_yaml::from_str(yaml).unwrap();
-        RouteTable::build(&cfg.routes, |_| Some(0)).unwrap()
+        RouteTable::build(&cfg.routes).unwrap()
     }
 
     fn find<'a>(t: &'a RouteTable, host: &str, path: &str, method: &str) -> Option<&'a str> {

@@ -105,7 +105,7 @@ mod tests {
             .expect("builds");
         // The pool makes room for every upstream's max_idle by default.
         assert_eq!(from_yaml.server_conf().upstream_keepalive_pool_size, 300);
-        assert_eq!(from_yaml.runtime().routes.routes().len(), 1);
+        assert_eq!(from_yaml.runtime().routes.len(), 1);
 
         let tuned = Gateway::builder()
             .config(config)

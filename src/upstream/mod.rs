@@ -10,3 +10,19 @@ pub use breaker::{Admission, BreakerState, CircuitBreaker};
 pub use mirror::{BodyTap, Mirror, MirrorCounters};
 pub use pool::{BackendSlot, HealthService, InflightGuard, Upstream};
 pub use selection::HashKey;
+
+/// An upstream's id: its position in the runtime's upstream list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UpstreamId(u32);
+
+impl UpstreamId {
+    /// The id of the upstream at `index`.
+    pub fn new(index: usize) -> UpstreamId {
+        UpstreamId(index as u32)
+    }
+
+    /// The upstream's position in the runtime's list.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
