@@ -2,21 +2,20 @@
 //! Traefik `ForwardAuth`. A 2xx lets the request through (with headers copied from the
 //! answer); any other answer is returned to the client; no answer in time is a 503.
 //!
-//! The subrequest goes through Pingora's own HTTP client connector, with its connection pool,
-//! so no second HTTP stack is compiled in and keep-alive to the auth service comes for free.
+//! The subrequest goes through Pingora's own HTTP client connector (`subrequest`), with its
+//! connection pool, so no second HTTP stack is compiled in and keep-alive to the auth service
+//! comes for free.
 
+use super::subrequest::{send, Endpoint};
 use crate::config::{ConfigError, HeaderNameConf};
 use crate::plugin::{
     Consumer, Flow, Phase, Plugin, PluginContext, Reply, ReplyBody, ReplyKind, RequestView,
 };
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, StatusCode};
 use pingora_core::connectors::http::Connector;
-use pingora_core::upstreams::peer::HttpPeer;
 use pingora_http::RequestHeader;
 use serde::Deserialize;
-use std::net::ToSocketAddrs;
 use std::time::Duration;
 
 /// The YAML of `forward_auth`.
@@ -54,9 +53,7 @@ fn default_max_body() -> usize {
 
 /// The compiled `forward_auth`.
 pub struct ForwardAuth {
-    peer: HttpPeer,
-    authority: HeaderValue,
-    path: String,
+    endpoint: Endpoint,
     timeout: Duration,
     request_headers: Vec<HeaderName>,
     upstream_headers: Vec<HeaderName>,
@@ -89,41 +86,13 @@ enum Verdict {
 impl ForwardAuth {
     /// Parses the URL and resolves its host once.
     pub fn build(c: &ForwardAuthConfig, cx: &PluginContext<'_>) -> Result<Self, ConfigError> {
-        let uri: http::Uri = c
-            .url
-            .parse()
-            .map_err(|e| cx.error("url", format!("invalid URL {:?}: {e}", c.url)))?;
-        let tls = match uri.scheme_str() {
-            Some("http") => false,
-            Some("https") => true,
-            _ => return Err(cx.error("url", format!("{:?}: expected http:// or https://", c.url))),
-        };
-        let Some(auth) = uri.authority() else {
-            return Err(cx.error("url", format!("{:?} has no host", c.url)));
-        };
-        let host = auth.host().trim_start_matches('[').trim_end_matches(']');
-        let port = auth.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        let addr = (host, port)
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next())
-            .ok_or_else(|| cx.error("url", format!("cannot resolve {host}:{port}")))?;
         if c.timeout_ms == 0 {
             return Err(cx.error("timeout_ms", "must be > 0"));
         }
         let timeout = Duration::from_millis(c.timeout_ms);
-        let mut peer = HttpPeer::new(addr, tls, host.to_string());
-        peer.options.connection_timeout = Some(timeout);
-        peer.options.read_timeout = Some(timeout);
-        peer.options.write_timeout = Some(timeout);
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        let endpoint = Endpoint::parse(&c.url, timeout).map_err(|m| cx.error("url", m))?;
         Ok(ForwardAuth {
-            peer,
-            authority: HeaderValue::from_str(auth.as_str())
-                .map_err(|_| cx.error("url", "invalid host"))?,
-            path: uri
-                .path_and_query()
-                .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
+            endpoint,
             timeout,
             request_headers: c.request_headers.iter().map(|h| h.0.clone()).collect(),
             upstream_headers: c.upstream_headers.iter().map(|h| h.0.clone()).collect(),
@@ -134,8 +103,7 @@ impl ForwardAuth {
     }
 
     fn subrequest(&self, req: &RequestView<'_>) -> pingora_error::Result<RequestHeader> {
-        let mut sub = RequestHeader::build("GET", self.path.as_bytes(), Some(8))?;
-        sub.insert_header(http::header::HOST, self.authority.clone())?;
+        let mut sub = self.endpoint.get()?;
         for name in &self.request_headers {
             for v in req.headers().get_all(name) {
                 sub.append_header(name.clone(), v.clone())?;
@@ -159,16 +127,8 @@ impl ForwardAuth {
     }
 
     async fn ask(&self, sub: RequestHeader) -> pingora_error::Result<Verdict> {
-        let (mut session, _reused) = self.connector.get_http_session(&self.peer).await?;
-        session.write_request_header(Box::new(sub)).await?;
-        session.finish_request_body().await?;
-        session.read_response_header().await?;
-        let Some(resp) = session.response_header() else {
-            return pingora_error::Error::e_explain(
-                pingora_error::ErrorType::InvalidHTTPHeader,
-                "auth service sent no response header",
-            );
-        };
+        let answer = send(&self.connector, &self.endpoint, sub, self.max_body).await?;
+        let resp = &answer.header;
         let status = resp.status;
         let headers: Vec<(HeaderName, HeaderValue)> = resp
             .headers
@@ -177,20 +137,7 @@ impl ForwardAuth {
             .map(|(n, v)| (n.clone(), v.clone()))
             .collect();
         let content_type = resp.headers.get(http::header::CONTENT_TYPE).cloned();
-        let mut body = BytesMut::new();
-        let mut complete = true;
-        while let Some(chunk) = session.read_response_body().await? {
-            if body.len() + chunk.len() > self.max_body {
-                complete = false;
-                break;
-            }
-            body.extend_from_slice(&chunk);
-        }
-        if complete {
-            self.connector
-                .release_http_session(session, &self.peer, self.peer.options.idle_timeout)
-                .await;
-        }
+        let complete = answer.body.is_some();
         if status.is_success() {
             return Ok(Verdict::Allow(headers));
         }
@@ -200,8 +147,8 @@ impl ForwardAuth {
             s if s.is_server_error() => ReplyKind::Unavailable,
             _ => ReplyKind::Answered,
         };
-        let body = if complete {
-            ReplyBody::Raw(content_type, Bytes::from(body))
+        let body = if let Some(body) = answer.body {
+            ReplyBody::Raw(content_type, body)
         } else {
             // Too large to pass on whole; the status and fields still say what happened.
             ReplyBody::Empty

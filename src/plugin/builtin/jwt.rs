@@ -3,15 +3,22 @@
 //! HMAC with a public key).
 
 use super::key_auth::credential;
+use super::subrequest::{send, Endpoint};
 use crate::config::{deserialize_via_try_from, ConfigError, CredentialSource, HeaderNameConf};
 use crate::plugin::{Consumer, Flow, Phase, Plugin, PluginContext, Reply, RequestView};
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use base64::Engine;
 use http::{HeaderName, HeaderValue};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use pingora_core::connectors::http::Connector;
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
 
 /// A JWS algorithm as written in the config (`HS256`, `RS256`, `ES256`, `EdDSA`...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +49,13 @@ pub struct JwtConfig {
     /// A JWKS file (RFC 7517); its keys are selected by the token's `kid`.
     #[serde(default)]
     pub jwks_file: Option<String>,
+    /// A JWKS URL, fetched in the background every `refresh_seconds`; the last good set is
+    /// kept when a fetch fails.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// How often `jwks_url` is fetched again.
+    #[serde(default = "default_refresh")]
+    pub refresh_seconds: u64,
     /// The required `iss`, when set.
     #[serde(default)]
     pub issuer: Option<String>,
@@ -93,6 +107,10 @@ fn default_leeway() -> u64 {
     30
 }
 
+fn default_refresh() -> u64 {
+    300
+}
+
 fn default_from() -> Vec<CredentialSource> {
     vec![CredentialSource::Header(http::header::AUTHORIZATION)]
 }
@@ -107,9 +125,77 @@ struct Key {
     key: DecodingKey,
 }
 
+/// A JWKS fetched from a URL: the current set, swapped whole by a background task.
+struct RemoteJwks {
+    endpoint: Endpoint,
+    refresh: Duration,
+    keys: ArcSwap<Vec<Key>>,
+    connector: Connector,
+    /// Started on the first request, on the worker's runtime: Pingora forks and starts its
+    /// runtimes after the config is compiled, so nothing can be spawned at load.
+    started: std::sync::Once,
+    loaded: AtomicBool,
+    first_load: Notify,
+}
+
+/// Largest JWKS document accepted.
+const MAX_JWKS_BYTES: usize = 1024 * 1024;
+/// How long a request waits for the first JWKS fetch.
+const FIRST_FETCH_WAIT: Duration = Duration::from_secs(3);
+
+impl RemoteJwks {
+    async fn fetch(&self) -> Result<Vec<Key>, String> {
+        let req = self.endpoint.get().map_err(|e| e.to_string())?;
+        let io = send(&self.connector, &self.endpoint, req, MAX_JWKS_BYTES);
+        let answer = tokio::time::timeout(FIRST_FETCH_WAIT, io)
+            .await
+            .map_err(|_| "timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        if !answer.header.status.is_success() {
+            return Err(format!("status {}", answer.header.status));
+        }
+        let body = answer.body.ok_or("larger than 1 MiB")?;
+        parse_jwks(&body)
+    }
+
+    async fn refresh_forever(self: Arc<Self>) {
+        loop {
+            match self.fetch().await {
+                Ok(keys) => {
+                    self.keys.store(Arc::new(keys));
+                    self.loaded.store(true, Ordering::Release);
+                    self.first_load.notify_waiters();
+                }
+                Err(e) => {
+                    log::warn!("jwt: fetching the JWKS failed ({e}); keeping the last good set")
+                }
+            }
+            tokio::time::sleep(self.refresh).await;
+        }
+    }
+
+    /// Starts the refresher once; the first requests wait (bounded) for its first fetch.
+    async fn ready(self: &Arc<Self>) {
+        if self.loaded.load(Ordering::Acquire) {
+            return;
+        }
+        let me = self.clone();
+        self.started.call_once(|| {
+            tokio::spawn(me.refresh_forever());
+        });
+        // Registered before `loaded` is read again, so a load in between is not missed.
+        let mut notified = std::pin::pin!(self.first_load.notified());
+        notified.as_mut().enable();
+        if !self.loaded.load(Ordering::Acquire) {
+            let _ = tokio::time::timeout(FIRST_FETCH_WAIT, notified).await;
+        }
+    }
+}
+
 /// The compiled `jwt`.
 pub struct Jwt {
     keys: Vec<Key>,
+    remote: Option<Arc<RemoteJwks>>,
     validation: Validation,
     from: Vec<CredentialSource>,
     consumer_claim: String,
@@ -140,17 +226,41 @@ impl Jwt {
             keys.push(static_key(k, &format!("keys[{i}]"), cx)?);
         }
         if let Some(path) = &c.jwks_file {
-            keys.extend(jwks_keys(path, cx)?);
+            let text = std::fs::read(path)
+                .map_err(|e| cx.error("jwks_file", format!("cannot read {path}: {e}")))?;
+            keys.extend(
+                parse_jwks(&text).map_err(|m| cx.error("jwks_file", format!("{path}: {m}")))?,
+            );
         }
-        if keys.is_empty() {
-            return Err(cx.error("", "needs keys or a jwks_file"));
+        let remote = match &c.jwks_url {
+            Some(url) => {
+                if c.refresh_seconds == 0 {
+                    return Err(cx.error("refresh_seconds", "must be > 0"));
+                }
+                let endpoint =
+                    Endpoint::parse(url, FIRST_FETCH_WAIT).map_err(|m| cx.error("jwks_url", m))?;
+                Some(Arc::new(RemoteJwks {
+                    endpoint,
+                    refresh: Duration::from_secs(c.refresh_seconds),
+                    keys: ArcSwap::from_pointee(Vec::new()),
+                    connector: Connector::new(None),
+                    started: std::sync::Once::new(),
+                    loaded: AtomicBool::new(false),
+                    first_load: Notify::new(),
+                }))
+            }
+            None => None,
+        };
+        if keys.is_empty() && remote.is_none() {
+            return Err(cx.error("", "needs keys, a jwks_file or a jwks_url"));
         }
         if c.from.is_empty() {
             return Err(cx.error("from", "needs at least one source"));
         }
         // One validation for every key: the algorithm is enforced per key before decoding.
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.algorithms = keys.iter().map(|k| k.alg).collect();
+        // Replaced by each key's own algorithm in `verify`.
+        validation.algorithms = vec![Algorithm::HS256];
         validation.leeway = c.leeway_seconds;
         validation.validate_nbf = true;
         validation.validate_aud = !c.audience.is_empty();
@@ -172,6 +282,7 @@ impl Jwt {
         .map_err(|_| cx.error("realm", "not a valid header value"))?;
         Ok(Jwt {
             keys,
+            remote,
             validation,
             from: c.from.clone(),
             consumer_claim: c.consumer_claim.clone(),
@@ -188,8 +299,10 @@ impl Jwt {
     /// The verified claims of a token, or `None`.
     pub fn verify(&self, token: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
         let header = jsonwebtoken::decode_header(token).ok()?;
+        let remote = self.remote.as_ref().map(|r| r.keys.load());
         self.keys
             .iter()
+            .chain(remote.iter().flat_map(|set| set.iter()))
             .filter(|k| k.alg == header.alg)
             .filter(|k| match (&k.kid, &header.kid) {
                 (Some(want), Some(got)) => want == got,
@@ -289,11 +402,10 @@ fn static_key(k: &JwtKeyConfig, at: &str, cx: &PluginContext<'_>) -> Result<Key,
     })
 }
 
-fn jwks_keys(path: &str, cx: &PluginContext<'_>) -> Result<Vec<Key>, ConfigError> {
-    let err = |m: String| cx.error("jwks_file", m);
-    let text = std::fs::read(path).map_err(|e| err(format!("cannot read {path}: {e}")))?;
-    let set: JwkSet =
-        serde_json::from_slice(&text).map_err(|e| err(format!("{path} is not a JWKS: {e}")))?;
+/// The keys of a JWK Set (RFC 7517). Every key needs a usable algorithm; shared secrets are
+/// refused (a key set may be published).
+fn parse_jwks(text: &[u8]) -> Result<Vec<Key>, String> {
+    let set: JwkSet = serde_json::from_slice(text).map_err(|e| format!("not a JWKS: {e}"))?;
     let mut keys = Vec::new();
     for (i, jwk) in set.keys.iter().enumerate() {
         let kid = jwk.common.key_id.clone();
@@ -308,18 +420,15 @@ fn jwks_keys(path: &str, cx: &PluginContext<'_>) -> Result<Vec<Key>, ConfigError
             _ => None,
         };
         let Some(alg) = alg else {
-            return Err(err(format!(
+            return Err(format!(
                 "key {i} ({}) has no usable \"alg\"",
                 kid.as_deref().unwrap_or("no kid")
-            )));
+            ));
         };
         if is_hmac(alg) {
-            // Shared secrets do not belong in a key set that may be published.
-            return Err(err(format!(
-                "key {i}: HMAC keys are not accepted from a JWKS"
-            )));
+            return Err(format!("key {i}: HMAC keys are not accepted from a JWKS"));
         }
-        let key = DecodingKey::from_jwk(jwk).map_err(|e| err(format!("key {i}: {e}")))?;
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key {i}: {e}"))?;
         keys.push(Key { alg, kid, key });
     }
     Ok(keys)
@@ -347,6 +456,9 @@ impl Plugin for Jwt {
     }
 
     async fn request(&self, req: &mut RequestView<'_>) -> Flow {
+        if let Some(remote) = &self.remote {
+            remote.ready().await;
+        }
         // The client's own values of forwarded-claim headers never reach the upstream.
         for (_, h) in &self.forward {
             req.remove_header(h);

@@ -10,6 +10,7 @@ pub mod jwt;
 pub mod key_auth;
 pub mod redirect;
 pub mod rewrite;
+pub mod subrequest;
 
 use super::{Plugin, PluginContext};
 use crate::config::{ConfigError, PluginSpec};
