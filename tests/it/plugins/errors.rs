@@ -115,7 +115,7 @@ fn built_in_plugin_errors_are_located() {
             "      - jwt: { leeway_seconds: 5 }\n",
             10,
             format!("{P}.jwt"),
-            "needs keys or a jwks_file",
+            "needs keys, a jwks_file or a jwks_url",
         ),
         (
             "      - basic_auth:\n          users: { bob: \"$apr1$x$y\" }\n",

@@ -296,3 +296,72 @@ async fn jwt_verifies_each_algorithm_and_refuses_bad_tokens() {
         "only verified requests reached the origin"
     );
 }
+
+#[tokio::test]
+async fn a_jwks_url_is_fetched_refreshed_and_its_last_good_set_kept() {
+    let keys = Keys::new();
+    let ec_jwk = |kid: &str, k: &rcgen::KeyPair| {
+        let raw = k.public_key_raw();
+        json!({ "kty": "EC", "crv": "P-256", "kid": kid,
+                "x": b64url(&raw[1..33]), "y": b64url(&raw[33..65]) })
+    };
+    let set = |jwks: serde_json::Value| {
+        crate::harness::OriginReply::new(200, jwks.to_string())
+            .header("content-type", "application/json")
+    };
+    let idp = RawOrigin::start().await;
+    idp.reply_for("/jwks", set(json!({ "keys": [ec_jwk("a", &keys.jwks_a)] })));
+    let origin = RawOrigin::start().await;
+    let gw = gateway(
+        &origin,
+        &format!(
+            "  - name: api\n    match: {{ path_prefix: / }}\n    upstream: backend\n    plugins:\n      - jwt: {{ jwks_url: \"http://{}/jwks\", refresh_seconds: 1 }}\n",
+            idp.addr
+        ),
+        "",
+    );
+    let c = client();
+    let with = |token: String| {
+        let (c, url) = (c.clone(), gw.url("/x"));
+        async move {
+            fetch(
+                &c,
+                "GET",
+                &url,
+                &[("authorization", &format!("Bearer {token}"))],
+            )
+            .await
+            .status
+        }
+    };
+    let a = Keys::ec_key(&keys.jwks_a);
+    let b = Keys::ec_key(&keys.jwks_b);
+    let token_a = sign(Algorithm::ES256, Some("a"), &claims("u"), &a);
+    let token_b = sign(Algorithm::ES256, Some("b"), &claims("u"), &b);
+    assert_eq!(
+        with(token_a.clone()).await,
+        200,
+        "the first request waits for the first fetch"
+    );
+    assert_eq!(with(token_b.clone()).await, 401);
+
+    // The identity provider rotates to key b: after a refresh, b verifies and a no longer does.
+    idp.reply_for("/jwks", set(json!({ "keys": [ec_jwk("b", &keys.jwks_b)] })));
+    let rotated = crate::harness::wait_until(std::time::Duration::from_secs(10), || {
+        let t = token_b.clone();
+        let w = &with;
+        async move { w(t).await == 200 }
+    })
+    .await;
+    assert!(rotated, "the refreshed set was never used");
+    assert_eq!(with(token_a.clone()).await, 401);
+
+    // A failing provider: the last good set stays.
+    idp.reply_for("/jwks", crate::harness::OriginReply::new(500, "down"));
+    let fetched = idp.count();
+    assert!(
+        idp.wait_for_count(fetched + 2, std::time::Duration::from_secs(10))
+            .await
+    );
+    assert_eq!(with(token_b).await, 200, "the last good set is kept");
+}
