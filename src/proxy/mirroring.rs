@@ -21,7 +21,10 @@ pub fn start(runtime: &Runtime, session: &Session, req: &RequestHeader, ctx: &mu
             .headers
             .get(http::header::CONTENT_LENGTH)
             .is_some_and(|v| v.as_bytes() != b"0");
-    ctx.mirror_tap = mirror.start(req, has_body).filter(|_| has_body).map(Box::new);
+    ctx.mirror_tap = mirror
+        .start(req, has_body)
+        .filter(|_| has_body)
+        .map(Box::new);
 }
 
 /// Hands a body chunk to the copy, if one is waiting for it; never waits.

@@ -6,6 +6,7 @@ mod caching;
 mod compressing;
 mod context;
 mod downstream;
+mod failure;
 mod forwarding;
 mod framing;
 mod mirroring;
@@ -17,6 +18,7 @@ mod respond;
 mod upgrade;
 
 pub use context::{EffectiveHost, Rejection, RequestCtx};
+use failure::Failure;
 pub use forwarding::{X_REQUEST_ID, X_REQUEST_ID_NAME};
 
 use crate::routing::Action;
@@ -28,7 +30,7 @@ use pingora_cache::{CacheKey, CacheMeta, NoCacheReason, RespCacheable};
 use pingora_core::modules::http::compression::ResponseCompressionBuilder;
 use pingora_core::modules::http::HttpModules;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::sync::Arc;
@@ -208,11 +210,7 @@ impl ProxyHttp for GatewayProxy {
         let caching = ctx
             .route
             .is_some_and(|r| self.runtime.route(r).cache.is_some());
-        let serve = caching
-            && error.is_none_or(|e| {
-                e.esource() == &ErrorSource::Upstream
-                    || matches!(e.etype(), ErrorType::HTTPStatus(s) if *s >= 500)
-            });
+        let serve = caching && error.is_none_or(|e| Failure::of(e, ctx).serves_stale());
         if serve && error.is_some() {
             // Pingora closes the connection after a stale-if-error answer; say so up front.
             session.set_keepalive(None);
@@ -396,17 +394,12 @@ impl ProxyHttp for GatewayProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let dead_client = e.esource() == &ErrorSource::Downstream
-            && matches!(
-                e.etype(),
-                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
-            );
-        let upstream_fault = !dead_client && e.esource() == &ErrorSource::Upstream;
-        if let (true, Some(i)) = (upstream_fault, ctx.upstream) {
+        let failure = Failure::of(e, ctx);
+        if let (true, Some(i)) = (failure.counts_against_backend(), ctx.upstream) {
             protection::record_outcome(self.runtime.upstream(i), ctx, None);
         }
-        let (code, body) = respond::status_for(e);
-        let error_code = if dead_client {
+        let (code, body) = (failure.status, failure.body);
+        let error_code = if failure.fault == failure::Fault::ClientGone {
             0
         } else if let Some(sent) = session.response_written() {
             // The header already went out; all we can do is close the stream.

@@ -1,6 +1,7 @@
 //! The end of every request (the `logging` hook): metrics, and the access log line when enabled.
 
 use super::context::{Rejection, RequestCtx};
+use super::failure::Failure;
 use crate::access_log::LogEntry;
 use crate::metrics::{CacheEvent, ErrorKind, RequestSample};
 use crate::runtime::Runtime;
@@ -8,7 +9,7 @@ use crate::upstream::Admission;
 use http::header::{HOST, REFERER, USER_AGENT};
 use http::Version;
 use pingora_core::modules::http::compression::ResponseCompression;
-use pingora_error::{Error, ErrorSource, ErrorType};
+use pingora_error::Error;
 use pingora_proxy::Session;
 use std::time::{Duration, SystemTime};
 
@@ -77,41 +78,12 @@ fn error_kind(ctx: &RequestCtx, e: Option<&Error>, status: u16) -> Option<ErrorK
             Rejection::PluginUnavailable => ErrorKind::Connect,
         });
     }
-    if let Some(kind) = e.and_then(|e| error_kind_of(ctx, e, status)) {
+    if let Some(kind) = e.and_then(|e| Failure::of(e, ctx).metric_kind(status)) {
         return Some(kind);
     }
     ctx.upstream_status
         .filter(|s| (500..600).contains(s))
         .map(|_| ErrorKind::Upstream5xx)
-}
-
-fn error_kind_of(ctx: &RequestCtx, e: &Error, status: u16) -> Option<ErrorKind> {
-    use ErrorType::*;
-    let source = e.esource();
-    match e.etype() {
-        ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | ConnectProxyFailure
-        | TLSHandshakeFailure | TLSHandshakeTimedout | TLSWantX509Lookup | InvalidCert
-        | HandshakeError | SocketError | BindError
-            if source != &ErrorSource::Downstream =>
-        {
-            return Some(ErrorKind::Connect)
-        }
-        // `upstream_peer` found no backend it could try.
-        HTTPStatus(503) if ctx.upstream.is_some() && ctx.backend.is_none() => {
-            return Some(ErrorKind::Connect)
-        }
-        _ => {}
-    }
-    match source {
-        ErrorSource::Upstream => Some(match e.etype() {
-            ReadTimedout | WriteTimedout => ErrorKind::Timeout,
-            _ => ErrorKind::Reset,
-        }),
-        // The client's fault when it was answered with a 4xx (bad framing, too slow); a
-        // client that went away is not an error of the gateway.
-        ErrorSource::Downstream if (400..500).contains(&status) => Some(ErrorKind::BadRequest),
-        _ => None,
-    }
 }
 
 /// The cache counter for an `X-Cache-Status` value (BYPASS counts nowhere).

@@ -2,13 +2,14 @@
 //! reporting of upstream outcomes back to the breaker and passive health.
 
 use super::context::{Rejection, RequestCtx};
+use super::failure::Failure;
 use super::respond;
 use crate::policy::{now_us, Decision, LimitKey};
 use crate::routing::RouteId;
 use crate::runtime::Runtime;
 use crate::upstream::{Admission, Upstream};
 use http::HeaderValue;
-use pingora_error::{Error, ErrorSource, Result};
+use pingora_error::{Error, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
@@ -178,7 +179,7 @@ pub fn finish(up: &Upstream, ctx: &mut RequestCtx, e: Option<&Error>) {
     if ctx.outcome_recorded {
         return;
     }
-    let upstream_broke = e.is_some_and(|e| e.esource() == &ErrorSource::Upstream);
+    let upstream_broke = e.is_some_and(|e| Failure::of(e, ctx).counts_against_backend());
     match ctx.upstream_status {
         Some(_) if upstream_broke => record_outcome(up, ctx, None),
         Some(status) => record_outcome(up, ctx, Some(status)),

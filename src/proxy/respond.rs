@@ -7,7 +7,7 @@ use crate::runtime::Runtime;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::HeaderValue;
-use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_error::Result;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
@@ -99,25 +99,4 @@ pub async fn error_with(
             .await?;
     }
     Ok(())
-}
-
-/// The status and body the gateway answers with when proxying fails.
-pub fn status_for(e: &Error) -> (u16, &'static str) {
-    use ErrorType::*;
-    match e.etype() {
-        HTTPStatus(503) => (503, "no healthy upstream\n"),
-        HTTPStatus(code) => (*code, "error\n"),
-        ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => {
-            if e.esource() == &ErrorSource::Downstream {
-                (408, "request timeout\n")
-            } else {
-                (504, "upstream timed out\n")
-            }
-        }
-        _ => match e.esource() {
-            ErrorSource::Upstream => (502, "bad gateway\n"),
-            ErrorSource::Downstream => (400, "bad request\n"),
-            ErrorSource::Internal | ErrorSource::Unset => (500, "internal error\n"),
-        },
-    }
 }
