@@ -30,13 +30,16 @@ wait_port() {
   exit 1
 }
 
-# wait_200 URL: until URL answers 200 (60 s at most: a proxy under valgrind starts slowly).
+# wait_200 URL [CURL_ARGS...]: until URL answers 200 (60 s at most: a proxy under valgrind
+# starts slowly).
 wait_200() {
+  local url=$1
+  shift
   for _ in $(seq 300); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "$1")" = 200 ] && return 0
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "$@" "$url")" = 200 ] && return 0
     sleep 0.2
   done
-  echo "no 200 from $1" >&2
+  echo "no 200 from $url" >&2
   exit 1
 }
 
