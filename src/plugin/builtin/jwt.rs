@@ -2,7 +2,7 @@
 //! each fix their algorithm, so a token cannot choose how it is checked (no `alg: none`, no
 //! HMAC with a public key).
 
-use super::key_auth::credential;
+use super::key_auth::{credential, strip_credential};
 use super::subrequest::{send, Endpoint};
 use crate::config::{deserialize_via_try_from, ConfigError, CredentialSource, HeaderNameConf};
 use crate::plugin::{Consumer, Flow, Phase, Plugin, PluginContext, Reply, RequestView};
@@ -463,9 +463,14 @@ impl Plugin for Jwt {
         for (_, h) in &self.forward {
             req.remove_header(h);
         }
-        let Some((_, token)) = credential(req, &self.from) else {
+        let Some((src, token)) = credential(req, &self.from) else {
             return Flow::Reply(Reply::unauthorized(self.challenge.clone()));
         };
+        if matches!(self.from[src], CredentialSource::Query(_)) {
+            // A token in the URL would otherwise be forwarded, cached in the key, and logged
+            // with the path; headers and cookies are never logged.
+            strip_credential(req, &self.from[src]);
+        }
         let Some(claims) = self.verify(&token) else {
             return Flow::Reply(Reply::unauthorized(self.invalid.clone()));
         };

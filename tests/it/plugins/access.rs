@@ -106,6 +106,9 @@ const CORS: &str = r#"
     match: { path_prefix: / }
     upstream: backend
     plugins:
+      # Listed before cors: phases, not file order, decide (cors answers preflights first).
+      - key_auth:
+          consumers: [{ name: alice, key_sha256: "KEY" }]
       - cors:
           allow_origins: ["https://app.example.com", "https://*.example.org"]
           allow_methods: [GET, POST]
@@ -113,8 +116,6 @@ const CORS: &str = r#"
           expose_headers: [x-request-id]
           allow_credentials: true
           max_age_seconds: 600
-      - key_auth:
-          consumers: [{ name: alice, key_sha256: "KEY" }]
 "#;
 
 #[tokio::test]

@@ -100,7 +100,7 @@ fn routes(k: &Keys) -> String {
           issuer: https://auth.test
           audience: [api]
           leeway_seconds: 30
-          from: [header:authorization, cookie:session]
+          from: [header:authorization, cookie:session, query:token]
           forward_claims: {{ sub: x-user-id, scope: x-scope }}
   - name: rs-only
     match: {{ path_prefix: /rs/ }}
@@ -248,6 +248,12 @@ async fn jwt_verifies_each_algorithm_and_refuses_bad_tokens() {
         Some("cookie-user")
     );
 
+    // The query source: the token is removed from the URL before proxying (and logging).
+    let t = sign(Algorithm::HS256, None, &claims("query-user"), &hs);
+    let r = fetch(&c, "GET", &gw.url(&format!("/api/q?a=1&token={t}")), &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(origin.requests().last().expect("seen").target, "/api/q?a=1");
+
     // A JWKS with two keys, chosen by kid.
     let b = Keys::ec_key(&keys.jwks_b);
     let a = Keys::ec_key(&keys.jwks_a);
@@ -292,7 +298,7 @@ async fn jwt_verifies_each_algorithm_and_refuses_bad_tokens() {
     let before = origin.count();
     assert_eq!(
         before,
-        4 + 1 + 1 + 2,
+        4 + 1 + 1 + 1 + 2,
         "only verified requests reached the origin"
     );
 }
