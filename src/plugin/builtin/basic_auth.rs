@@ -6,6 +6,7 @@
 //! runs on Tokio's blocking pool, at most [`MAX_CONCURRENT_CHECKS`] at once, and a credential
 //! that verified is remembered (by its SHA-256 digest, never in clear) for [`CACHE_TTL`].
 
+use super::digest::Digest;
 use crate::config::ConfigError;
 use crate::plugin::{Consumer, Flow, Phase, Plugin, PluginContext, Reply, ReplyKind, RequestView};
 use async_trait::async_trait;
@@ -85,8 +86,6 @@ impl Hash {
     }
 }
 
-type Digest = [u8; 32];
-
 /// Verified credentials by digest, in shards so concurrent requests rarely share a lock.
 struct Verified {
     shards: Box<[Mutex<HashMap<Digest, Instant>>]>,
@@ -100,7 +99,7 @@ impl Verified {
     }
 
     fn shard(&self, d: &Digest) -> &Mutex<HashMap<Digest, Instant>> {
-        &self.shards[usize::from(d[0]) % self.shards.len()]
+        &self.shards[usize::from(d.first_byte()) % self.shards.len()]
     }
 
     fn contains(&self, d: &Digest) -> bool {
@@ -224,16 +223,6 @@ fn credentials(v: &HeaderValue) -> Option<(String, String)> {
     Some((user.to_string(), pass.to_string()))
 }
 
-fn digest(user: &str, pass: &str) -> Digest {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(user.as_bytes());
-    ctx.update(&[0]);
-    ctx.update(pass.as_bytes());
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.finish().as_ref());
-    out
-}
-
 #[async_trait]
 impl Plugin for BasicAuth {
     fn phase(&self) -> Phase {
@@ -249,7 +238,7 @@ impl Plugin for BasicAuth {
             return deny();
         };
         let known = self.users.get(&user);
-        let d = digest(&user, &pass);
+        let d = Digest::of(&[user.as_bytes(), pass.as_bytes()]);
         let ok = if known.is_some() && self.verified.contains(&d) {
             true
         } else {

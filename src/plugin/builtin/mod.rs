@@ -3,6 +3,7 @@
 
 pub mod basic_auth;
 pub mod cors;
+pub mod digest;
 pub mod forward_auth;
 pub mod headers;
 pub mod ip_restriction;
