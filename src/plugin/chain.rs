@@ -1,6 +1,6 @@
 //! A route's plugins, in the order they run.
 
-use super::Plugin;
+use super::{Phase, Plugin};
 use std::sync::Arc;
 
 /// The plugins of one route (global ones first), ordered by [`Phase`](super::Phase) at load.
@@ -8,6 +8,7 @@ use std::sync::Arc;
 pub struct PluginChain {
     plugins: Box<[Arc<dyn Plugin>]>,
     split: usize,
+    authenticates: bool,
 }
 
 impl PluginChain {
@@ -18,10 +19,17 @@ impl PluginChain {
             .iter()
             .position(|p| !p.phase().before_rate_limit())
             .unwrap_or(plugins.len());
+        let authenticates = plugins.iter().any(|p| p.phase() == Phase::Authenticate);
         PluginChain {
             plugins: plugins.into(),
             split,
+            authenticates,
         }
+    }
+
+    /// Whether the chain authenticates (has an [`Phase::Authenticate`] plugin).
+    pub fn authenticates(&self) -> bool {
+        self.authenticates
     }
 
     /// Whether the route has no plugins (then no hook costs anything).

@@ -96,14 +96,22 @@ fn refusal(runtime: &Runtime, session: &Session, ctx: &RequestCtx) -> Option<Ref
 }
 
 /// The route for the admitted (normalized) request, from the normalized host and path.
+///
+/// A CORS preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) is matched
+/// with the method it asks about, so it finds the route the real request will take even
+/// when that route lists its methods.
 pub fn find_route(runtime: &Runtime, session: &Session, ctx: &RequestCtx) -> Option<RouteId> {
     let req = session.req_header();
+    let asked = (req.method == Method::OPTIONS && req.headers.contains_key(http::header::ORIGIN))
+        .then(|| req.headers.get(http::header::ACCESS_CONTROL_REQUEST_METHOD))
+        .flatten()
+        .and_then(|m| Method::from_bytes(m.as_bytes()).ok());
     runtime
         .table
         .find(
             ctx.host.as_ref().map(EffectiveHost::name),
             req.uri.path(),
-            &req.method,
+            asked.as_ref().unwrap_or(&req.method),
             &req.headers,
         )
         .map(|r| r.id)

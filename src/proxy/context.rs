@@ -80,6 +80,8 @@ pub struct RequestCtx {
     pub upstream_duration: Option<Duration>,
     /// The authenticated consumer, set by an authentication plugin.
     pub consumer: Option<Consumer>,
+    /// An authentication plugin admitted the request: caches treat it as authorized.
+    pub authenticated: bool,
     /// A sticky split's `Set-Cookie`, for a client that had no (valid) side cookie (boxed:
     /// rare, and the context is moved inside Pingora's per-request futures).
     pub split_cookie: Option<Box<HeaderValue>>,
@@ -187,6 +189,7 @@ impl RequestCtx {
             upstream_started: None,
             upstream_duration: None,
             consumer: None,
+            authenticated: false,
             split_cookie: None,
             mirror_started: false,
             mirror_tap: None,

@@ -8,19 +8,18 @@ use pingora_proxy::Session;
 
 /// Starts the route's mirror copy of the request as sent upstream (once per request, not per
 /// retry); the body follows through [`crate::upstream::BodyTap`].
-pub fn start(runtime: &Runtime, session: &Session, req: &RequestHeader, ctx: &mut RequestCtx) {
+pub fn start(runtime: &Runtime, session: &mut Session, req: &RequestHeader, ctx: &mut RequestCtx) {
     let Some(mirror) = ctx.route.and_then(|r| runtime.route(r).mirror.as_ref()) else {
         return;
     };
     if std::mem::replace(&mut ctx.mirror_started, true) {
+        // A retry replays the body from Pingora's buffer: the copy would get chunks twice, so
+        // a copy still taking its body is abandoned instead.
+        ctx.mirror_tap = None;
         return;
     }
-    let client = session.req_header();
-    let has_body = client.headers.contains_key(http::header::TRANSFER_ENCODING)
-        || client
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0");
+    // HTTP/2 uploads need not announce a length; Pingora knows whether a body follows.
+    let has_body = !session.is_body_empty();
     ctx.mirror_tap = mirror
         .start(req, has_body)
         .filter(|_| has_body)

@@ -98,10 +98,19 @@ impl ProxyHttp for GatewayProxy {
                 return Ok(true);
             }
         };
-        if plugins::request(&self.runtime, r, plugins::Stage::BeforeLimit, session, ctx).await?
-            || protection::guard_route(&self.runtime, r, session, ctx).await?
-            || plugins::request(&self.runtime, r, plugins::Stage::AfterLimit, session, ctx).await?
-        {
+        let rt = &self.runtime;
+        let early = plugins::request(rt, r, plugins::Stage::BeforeLimit, session, ctx).await;
+        // Refused requests are charged to the rate limit too (a failed login has no consumer,
+        // so a `consumer` key falls back to the client IP): guessing is limited.
+        if protection::guard_route(rt, r, session, ctx).await? {
+            return Ok(true);
+        }
+        let reply = match early {
+            Some(reply) => Some(reply),
+            None => plugins::request(rt, r, plugins::Stage::AfterLimit, session, ctx).await,
+        };
+        if let Some(reply) = reply {
+            plugins::answer(rt, r, session, ctx, reply).await?;
             return Ok(true);
         }
         match &self.runtime.route(r).action {
@@ -162,10 +171,11 @@ impl ProxyHttp for GatewayProxy {
         ) else {
             return Ok(RespCacheable::Uncacheable(NoCacheReason::NeverEnabled));
         };
-        let auth = session
-            .req_header()
-            .headers
-            .contains_key(http::header::AUTHORIZATION);
+        let auth = ctx.authenticated
+            || session
+                .req_header()
+                .headers
+                .contains_key(http::header::AUTHORIZATION);
         let merged = caching::merge_revalidation(resp, ctx);
         let resp = merged.as_ref().unwrap_or(resp);
         Ok(crate::cache::cacheability(

@@ -49,21 +49,22 @@ fn info<'a>(
     }
 }
 
-/// Runs one stage of the route's `request` hooks; returns true when a plugin answered.
+/// Runs one stage of the route's `request` hooks; returns the answer a plugin gave, to be
+/// written by [`answer`] (the caller first charges it to the rate limit).
 pub async fn request(
     runtime: &Runtime,
     route: RouteId,
     stage: Stage,
     session: &mut Session,
     ctx: &mut RequestCtx,
-) -> Result<bool> {
+) -> Option<Reply> {
     let chain = &runtime.route(route).plugins;
     let plugins = match stage {
         Stage::BeforeLimit => chain.before_limit(),
         Stage::AfterLimit => chain.after_limit(),
     };
     if plugins.is_empty() {
-        return Ok(false);
+        return None;
     }
     let json = accepts_json(session.req_header());
     let reply = {
@@ -80,9 +81,25 @@ pub async fn request(
             RequestView::new(session.req_header_mut(), info, &mut ctx.consumer).with_accept(json);
         run_request(plugins, &mut view).await
     };
-    let Some(reply) = reply else {
-        return Ok(false);
-    };
+    if reply.is_none() && matches!(stage, Stage::BeforeLimit) && chain.authenticates() {
+        // Admitted by authentication: its answer is for this client, whatever headers are
+        // left (a plugin may have stripped the credential), so shared caches treat it as
+        // authorized (RFC 9111 section 3.5).
+        ctx.authenticated = true;
+    }
+    reply
+}
+
+/// Writes a plugin's answer: the response hooks of the route's plugins run on it (CORS fields
+/// and `response_headers` apply to a 401 too), and the body is text or JSON per `Accept`.
+pub async fn answer(
+    runtime: &Runtime,
+    route: RouteId,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    reply: Reply,
+) -> Result<()> {
+    let json = accepts_json(session.req_header());
     ctx.decision = Some(match reply.kind {
         ReplyKind::Unauthorized => Rejection::Unauthorized,
         ReplyKind::Forbidden => Rejection::Forbidden,
@@ -90,8 +107,7 @@ pub async fn request(
         ReplyKind::Unavailable => Rejection::PluginUnavailable,
         ReplyKind::BadRequest => Rejection::BadRequest,
     });
-    write_reply(session, ctx, reply, json).await?;
-    Ok(true)
+    write_reply(runtime, route, session, ctx, reply, json).await
 }
 
 async fn run_request(plugins: &[Arc<dyn Plugin>], view: &mut RequestView<'_>) -> Option<Reply> {
@@ -202,6 +218,8 @@ fn accepts_json(req: &RequestHeader) -> bool {
 
 /// Writes a plugin's reply: its status and fields, and its body as text or JSON.
 async fn write_reply(
+    runtime: &Runtime,
+    route: RouteId,
     session: &mut Session,
     ctx: &RequestCtx,
     reply: Reply,
@@ -235,6 +253,22 @@ async fn write_reply(
     }
     if let Some(id) = &ctx.request_id {
         h.insert_header(X_REQUEST_ID_NAME, id.clone())?;
+    }
+    let hooks = runtime.route(route).plugins.all();
+    if !hooks.is_empty() {
+        let info = info(
+            runtime,
+            route,
+            ctx.host.as_ref(),
+            ctx.request_id.as_ref(),
+            ctx.upstream,
+            ctx.client_ip,
+            ctx.tls,
+        );
+        let mut view = ResponseView::new(session.req_header(), &mut h, info, ctx.consumer.as_ref());
+        for p in hooks {
+            p.response(&mut view).await;
+        }
     }
     let head_only = session.req_header().method == http::Method::HEAD;
     let no_body = head_only || body.is_empty();

@@ -104,9 +104,10 @@ impl Mirror {
     /// mirrored share and a slot is free. With `has_body`, the returned tap must be fed the
     /// body.
     pub fn start(&self, req: &RequestHeader, has_body: bool) -> Option<BodyTap> {
-        // Every `100 / percent`-th request, spread evenly (no random source).
+        // Request n takes position n * 37 % 100 (37 is coprime to 100): exactly `percent` of
+        // every 100 requests, spread over them rather than in a run (no random source).
         let n = self.seen.fetch_add(1, Ordering::Relaxed);
-        if (n % 100) >= self.percent {
+        if (n.wrapping_mul(37) % 100) >= self.percent {
             return None;
         }
         if self.in_flight.fetch_add(1, Ordering::Relaxed) >= self.max_in_flight {

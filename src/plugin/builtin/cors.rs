@@ -251,6 +251,14 @@ impl Plugin for Cors {
     }
 
     async fn response(&self, resp: &mut ResponseView<'_>) {
+        // A preflight's answer (204 or 403) was complete when `request` wrote it.
+        if resp.method() == Method::OPTIONS
+            && resp
+                .request_headers()
+                .contains_key(ACCESS_CONTROL_REQUEST_METHOD)
+        {
+            return;
+        }
         // The answer depends on Origin whether or not it is allowed, so caches must key on it.
         if !self.any_origin {
             resp.append_header(VARY, HeaderValue::from_static("Origin"));

@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use base64::Engine;
 use http::{HeaderName, HeaderValue};
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use pingora_core::connectors::http::Connector;
 use serde::Deserialize;
@@ -135,6 +135,8 @@ struct RemoteJwks {
     /// runtimes after the config is compiled, so nothing can be spawned at load.
     started: std::sync::Once,
     loaded: AtomicBool,
+    /// A first fetch finished (well or not): requests no longer wait for one.
+    attempted: AtomicBool,
     first_load: Notify,
 }
 
@@ -159,24 +161,36 @@ impl RemoteJwks {
     }
 
     async fn refresh_forever(self: Arc<Self>) {
+        // Until the first set loads, retry soon (1 s, doubling up to `refresh`).
+        let mut retry = Duration::from_secs(1).min(self.refresh);
         loop {
-            match self.fetch().await {
+            let wait = match self.fetch().await {
                 Ok(keys) => {
                     self.keys.store(Arc::new(keys));
                     self.loaded.store(true, Ordering::Release);
-                    self.first_load.notify_waiters();
+                    self.refresh
                 }
                 Err(e) => {
-                    log::warn!("jwt: fetching the JWKS failed ({e}); keeping the last good set")
+                    log::warn!("jwt: fetching the JWKS failed ({e}); keeping the last good set");
+                    if self.loaded.load(Ordering::Acquire) {
+                        self.refresh
+                    } else {
+                        let now = retry;
+                        retry = (retry * 2).min(self.refresh);
+                        now
+                    }
                 }
-            }
-            tokio::time::sleep(self.refresh).await;
+            };
+            // Requests waiting for the first attempt go on, with whatever set there is.
+            self.attempted.store(true, Ordering::Release);
+            self.first_load.notify_waiters();
+            tokio::time::sleep(wait).await;
         }
     }
 
     /// Starts the refresher once; the first requests wait (bounded) for its first fetch.
     async fn ready(self: &Arc<Self>) {
-        if self.loaded.load(Ordering::Acquire) {
+        if self.attempted.load(Ordering::Acquire) {
             return;
         }
         let me = self.clone();
@@ -186,7 +200,7 @@ impl RemoteJwks {
         // Registered before `loaded` is read again, so a load in between is not missed.
         let mut notified = std::pin::pin!(self.first_load.notified());
         notified.as_mut().enable();
-        if !self.loaded.load(Ordering::Acquire) {
+        if !self.attempted.load(Ordering::Acquire) {
             let _ = tokio::time::timeout(FIRST_FETCH_WAIT, notified).await;
         }
     }
@@ -246,6 +260,7 @@ impl Jwt {
                     connector: Connector::new(None),
                     started: std::sync::Once::new(),
                     loaded: AtomicBool::new(false),
+                    attempted: AtomicBool::new(false),
                     first_load: Notify::new(),
                 }))
             }
@@ -270,6 +285,16 @@ impl Jwt {
         if let Some(iss) = &c.issuer {
             validation.set_issuer(&[iss]);
         }
+        // jsonwebtoken checks iss and aud only when the token has them: a configured check
+        // must also require the claim.
+        let mut required = vec!["exp"];
+        if c.issuer.is_some() {
+            required.push("iss");
+        }
+        if !c.audience.is_empty() {
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
         let realm = c.realm.as_deref().unwrap_or("api");
         if realm.contains(['"', '\\']) {
             return Err(cx.error("realm", "must not contain quotes or backslashes"));
@@ -419,17 +444,27 @@ fn parse_jwks(text: &[u8]) -> Result<Vec<Key>, String> {
             (None, AlgorithmParameters::OctetKeyPair(_)) => Some(Algorithm::EdDSA),
             _ => None,
         };
-        let Some(alg) = alg else {
-            return Err(format!(
-                "key {i} ({}) has no usable \"alg\"",
-                kid.as_deref().unwrap_or("no kid")
-            ));
-        };
-        if is_hmac(alg) {
-            return Err(format!("key {i}: HMAC keys are not accepted from a JWKS"));
+        let name = kid.as_deref().unwrap_or("no kid");
+        let for_signing = !matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption));
+        // A published set often holds keys this gateway cannot use (encryption keys, RSA keys
+        // without "alg"): they are skipped, and only a set with no usable key is refused.
+        let usable = alg.filter(|a| for_signing && !is_hmac(*a)).and_then(|alg| {
+            DecodingKey::from_jwk(jwk).ok().map(|key| Key {
+                alg,
+                kid: kid.clone(),
+                key,
+            })
+        });
+        match usable {
+            Some(k) => keys.push(k),
+            None => log::warn!(
+                "jwt: JWKS key {i} ({name}) skipped: not a signing key with a usable \"alg\" \
+                 (HMAC keys are never taken from a JWKS)"
+            ),
         }
-        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key {i}: {e}"))?;
-        keys.push(Key { alg, kid, key });
+    }
+    if keys.is_empty() {
+        return Err("no usable signing key in the set".into());
     }
     Ok(keys)
 }
@@ -456,9 +491,6 @@ impl Plugin for Jwt {
     }
 
     async fn request(&self, req: &mut RequestView<'_>) -> Flow {
-        if let Some(remote) = &self.remote {
-            remote.ready().await;
-        }
         // The client's own values of forwarded-claim headers never reach the upstream.
         for (_, h) in &self.forward {
             req.remove_header(h);
@@ -466,6 +498,9 @@ impl Plugin for Jwt {
         let Some((src, token)) = credential(req, &self.from) else {
             return Flow::Reply(Reply::unauthorized(self.challenge.clone()));
         };
+        if let Some(remote) = &self.remote {
+            remote.ready().await;
+        }
         if matches!(self.from[src], CredentialSource::Query(_)) {
             // A token in the URL would otherwise be forwarded, cached in the key, and logged
             // with the path; headers and cookies are never logged.

@@ -156,6 +156,10 @@ impl Plugin for KeyAuth {
             return Flow::Reply(challenge());
         };
         let Some(name) = self.lookup(key.as_bytes()).cloned() else {
+            if matches!(self.from[src], CredentialSource::Query(_)) {
+                // Not left in the logged path, valid or not.
+                strip_credential(req, &self.from[src]);
+            }
             return Flow::Reply(challenge());
         };
         req.set_consumer(Consumer::configured(name));

@@ -1,7 +1,7 @@
 //! `redirect`: sends plain-HTTP clients to HTTPS, or paths matching a regex to a new location.
 
 use crate::config::{ConfigError, RegexConf};
-use crate::plugin::{Flow, Phase, Plugin, PluginContext, Reply, RequestView};
+use crate::plugin::{Flow, Phase, Plugin, PluginContext, Reply, ReplyKind, RequestView};
 use async_trait::async_trait;
 use http::{HeaderValue, StatusCode};
 use serde::Deserialize;
@@ -62,6 +62,7 @@ impl Redirect {
             (Some(RegexConf(re)), Some(rep)) => {
                 super::rewrite::check_replacement(re, rep)
                     .map_err(|m| cx.error("replacement", m))?;
+                fixed_authority(rep).map_err(|m| cx.error("replacement", m))?;
                 Some((re.clone(), rep.clone()))
             }
             (None, None) => None,
@@ -82,14 +83,17 @@ impl Redirect {
         })
     }
 
-    /// Where a request goes, when this plugin redirects it.
-    fn location(&self, req: &RequestView<'_>) -> Option<String> {
+    /// Where a request goes, when this plugin redirects it; `Err` when it cannot be sent
+    /// safely.
+    fn location(&self, req: &RequestView<'_>) -> Option<Result<String, &'static str>> {
         let mut loc = if let Some(port) = self.https {
             if req.info().tls {
                 return None;
             }
             // Only the normalized effective host, never a raw client Host, goes into Location.
-            let host = req.info().host?;
+            let Some(host) = req.info().host else {
+                return Some(Err("no host to redirect to"));
+            };
             let name = match host.rfind(':') {
                 Some(i) if !host.ends_with(']') => &host[..i],
                 _ => host,
@@ -103,6 +107,10 @@ impl Redirect {
             let caps = re.captures(req.path())?;
             let mut out = String::new();
             caps.expand(rep, &mut out);
+            // A capture must not turn a path into another site (`//evil.example`, `/\evil`).
+            if !rep.contains("://") && !is_local_path(&out) {
+                return Some(Err("redirect target is not a local path"));
+            }
             out
         };
         if self.keep_query {
@@ -111,8 +119,28 @@ impl Redirect {
                 loc.push_str(q);
             }
         }
-        Some(loc)
+        Some(Ok(loc))
     }
+}
+
+/// `/path`, but not `//host` or `/\host` (which browsers read as another site).
+fn is_local_path(p: &str) -> bool {
+    p.starts_with('/') && !p[1..].starts_with(['/', '\\'])
+}
+
+/// For an absolute replacement, the scheme and authority must be written out before any
+/// capture (`https://new.example.com/$1`), so what the client sent cannot change the host.
+fn fixed_authority(rep: &str) -> Result<(), String> {
+    let Some((_, rest)) = rep.split_once("://") else {
+        return Ok(());
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    if rest[..authority_end].contains('$') || (authority_end == rest.len() && rest.contains('$')) {
+        return Err(format!(
+            "{rep:?}: a capture may only follow the host and a '/' (https://host/$1)"
+        ));
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -122,12 +150,20 @@ impl Plugin for Redirect {
     }
 
     async fn request(&self, req: &mut RequestView<'_>) -> Flow {
-        match self
-            .location(req)
-            .and_then(|l| HeaderValue::from_str(&l).ok())
-        {
-            Some(loc) => Flow::Reply(Reply::redirect(self.status, loc)),
+        let bad = |why: &'static str| {
+            Flow::Reply(Reply::new(
+                StatusCode::BAD_REQUEST,
+                ReplyKind::BadRequest,
+                why,
+            ))
+        };
+        match self.location(req) {
             None => Flow::Continue,
+            Some(Ok(loc)) => match HeaderValue::from_str(&loc) {
+                Ok(v) => Flow::Reply(Reply::redirect(self.status, v)),
+                Err(_) => bad("invalid redirect target"),
+            },
+            Some(Err(why)) => bad(why),
         }
     }
 }

@@ -102,6 +102,11 @@ async fn ip_restriction_sees_the_client_behind_trusted_proxies_only() {
 }
 
 const CORS: &str = r#"
+  - name: upload
+    match: { path_prefix: /upload, methods: [POST] }
+    upstream: backend
+    plugins:
+      - cors: { allow_origins: ["https://app.example.com"], allow_methods: [POST] }
   - name: api
     match: { path_prefix: / }
     upstream: backend
@@ -182,6 +187,19 @@ async fn cors_answers_preflights_before_authentication() {
         );
         assert!(r.header("access-control-allow-origin").is_none());
     }
+    // A POST-only route: its preflight (an OPTIONS) is routed by the method it asks about.
+    let r = fetch(
+        &c,
+        "OPTIONS",
+        &gw.url("/upload"),
+        &[
+            ("origin", "https://app.example.com"),
+            ("access-control-request-method", "POST"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 204, "the preflight found the POST route");
+    assert_eq!(r.header("access-control-allow-methods"), Some("POST"));
     assert_eq!(origin.count(), 0, "preflights never reach the origin");
 
     // Actual requests: authenticated as usual, with the CORS fields on the proxied answer.

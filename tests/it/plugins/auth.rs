@@ -20,7 +20,17 @@ fn routes() -> String {
             - {{ name: dave, key_sha256: "{dave}" }}
             # cargo sets CARGO_PKG_NAME for every test process, and the gateway inherits it.
             - {{ name: carol, key_env: CARGO_PKG_NAME }}
-    rate_limit: {{ requests_per_second: 0.001, key: consumer }}
+  - name: limited
+    match: {{ path_prefix: /limited/ }}
+    upstream: backend
+    cache: {{ enabled: true }}
+    plugins:
+      - key_auth:
+          from: [header:x-api-key, query:api_key]
+          consumers:
+            - {{ name: alice, key_sha256: "{alice}" }}
+            - {{ name: dave, key_sha256: "{dave}" }}
+    rate_limit: {{ requests_per_second: 0.001, burst: 1, key: consumer }}
   - name: kept
     match: {{ path_prefix: /kept/ }}
     upstream: backend
@@ -101,22 +111,62 @@ async fn key_auth_admits_known_keys_and_challenges_the_rest() {
         "strip: false keeps it"
     );
 
-    // The rate limit is keyed on the consumer: alice's second request is limited whatever
-    // key source she uses, from the same client IP where dave still has his own bucket.
-    let again = fetch(&c, "GET", &gw.url("/api/a?api_key=alice-key"), &[]).await;
+    // The rate limit is keyed on the consumer (burst 1: two requests pass): alice's third
+    // request is limited whatever key source she uses, from the same client IP where dave
+    // still has his own bucket. The route caches, yet nothing is served from the cache:
+    // authenticated answers are private even though the key was stripped.
+    for _ in 0..2 {
+        let r = fetch(
+            &c,
+            "GET",
+            &gw.url("/limited/me"),
+            &[("x-api-key", "alice-key")],
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        assert_ne!(r.cache(), "HIT", "an authenticated answer is not shared");
+    }
+    let again = fetch(&c, "GET", &gw.url("/limited/me?api_key=alice-key"), &[]).await;
     assert_eq!(again.status, 429, "alice's bucket is empty");
-    let dave = fetch(&c, "GET", &gw.url("/api/d"), &[("x-api-key", "dave-key")]).await;
+    let dave = fetch(
+        &c,
+        "GET",
+        &gw.url("/limited/me"),
+        &[("x-api-key", "dave-key")],
+    )
+    .await;
     assert_eq!(dave.status, 200, "dave has a bucket of his own");
+    assert_ne!(dave.cache(), "HIT", "dave never gets alice's answer");
+    // Failed attempts have no consumer: they are charged to the client IP, so guessing is
+    // limited too (burst 1: two refusals, then 429).
+    let mut guesses = Vec::new();
+    for i in 0..3 {
+        let k = format!("guess-{i}");
+        guesses.push(
+            fetch(&c, "GET", &gw.url("/limited/me"), &[("x-api-key", &k)])
+                .await
+                .status,
+        );
+    }
+    assert_eq!(guesses, [401, 401, 429]);
     let unauth = fetch(&c, "GET", &gw.url("/api/a"), &[]).await;
     assert_eq!(
         unauth.status, 401,
-        "authentication runs before the rate limit"
+        "a route without a limit still answers 401"
     );
 
     // A bounded metric label: consumer names come from the config.
     for (series, want) in [
         (
             r#"avx_consumer_requests_total{consumer="alice",route="api"}"#,
+            1.0,
+        ),
+        (
+            r#"avx_consumer_requests_total{consumer="alice",route="limited"}"#,
+            3.0,
+        ),
+        (
+            r#"avx_errors_total{kind="rate_limited",route="limited"}"#,
             2.0,
         ),
         (
@@ -135,7 +185,7 @@ async fn key_auth_admits_known_keys_and_challenges_the_rest() {
     let log_path = gw.dir().join("access.log");
     let logged = wait_until(Duration::from_secs(5), || async {
         std::fs::read_to_string(&log_path)
-            .map(|t| t.lines().count() >= 10)
+            .map(|t| t.lines().count() >= 14)
             .unwrap_or(false)
     })
     .await;

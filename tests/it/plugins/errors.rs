@@ -124,6 +124,12 @@ fn built_in_plugin_errors_are_located() {
             "unsupported or malformed hash for user \"bob\"",
         ),
         (
+            "      - redirect: { regex: '^/x(.*)$', replacement: 'https://new.example$1' }\n",
+            10,
+            format!("{P}.redirect.replacement"),
+            "a capture may only follow the host and a '/'",
+        ),
+        (
             "      - redirect: { https: true, status: 200 }\n",
             10,
             format!("{P}.redirect.status"),

@@ -69,8 +69,11 @@ impl Keys {
             json!({ "kty": "EC", "crv": "P-256", "kid": kid, "use": "sig",
                     "x": b64url(&raw[1..33]), "y": b64url(&raw[33..65]) })
         };
+        // A shared-secret key in a published set is skipped, not fatal.
+        let oct = json!({ "kty": "oct", "kid": "hm", "alg": "HS256",
+                          "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0" });
         let jwks =
-            json!({ "keys": [ec_jwk("key-a", &keys.jwks_a), ec_jwk("key-b", &keys.jwks_b)] });
+            json!({ "keys": [ec_jwk("key-a", &keys.jwks_a), oct, ec_jwk("key-b", &keys.jwks_b)] });
         keys.dir.write("jwks.json", &jwks.to_string());
         keys
     }
@@ -176,6 +179,10 @@ async fn jwt_verifies_each_algorithm_and_refuses_bad_tokens() {
     wrong_aud["aud"] = json!("other");
     let mut no_exp = claims("u");
     no_exp.as_object_mut().expect("object").remove("exp");
+    let mut no_iss = claims("u");
+    no_iss.as_object_mut().expect("object").remove("iss");
+    let mut no_aud = claims("u");
+    no_aud.as_object_mut().expect("object").remove("aud");
     let none = format!(
         "{}.{}.",
         b64url(br#"{"alg":"none","typ":"JWT"}"#),
@@ -197,6 +204,14 @@ async fn jwt_verifies_each_algorithm_and_refuses_bad_tokens() {
             sign(Algorithm::RS256, None, &wrong_aud, &rs),
         ),
         ("no exp", sign(Algorithm::HS256, None, &no_exp, &hs)),
+        (
+            "no iss where an issuer is configured",
+            sign(Algorithm::HS256, None, &no_iss, &hs),
+        ),
+        (
+            "no aud where an audience is configured",
+            sign(Algorithm::ES256, None, &no_aud, &ec),
+        ),
         ("alg none", none),
         ("tampered signature", tampered),
         (

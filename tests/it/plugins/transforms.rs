@@ -79,6 +79,11 @@ async fn redirects_to_https_and_by_regex_keep_the_query() {
     upstream: backend
     plugins:
       - redirect: { regex: '^/old/(?P<rest>.*)$', replacement: '/new/${rest}', status: 301 }
+  - name: local
+    match: { path_prefix: /r/ }
+    upstream: backend
+    plugins:
+      - redirect: { regex: '^/r(.*)$', replacement: '/$1' }
   - name: secure
     match: { path_prefix: /secure/ }
     upstream: backend
@@ -116,6 +121,12 @@ async fn redirects_to_https_and_by_regex_keep_the_query() {
     let r = fetch(&c, "GET", &gw.url("/port/"), &[("host", "a.example")]).await;
     assert_eq!(r.status, 301);
     assert_eq!(r.header("location"), Some("https://a.example:8443/port/"));
+    let r = fetch(&c, "GET", &gw.url("/r/evil.example/x"), &[]).await;
+    assert_eq!(
+        r.status, 400,
+        "a capture cannot make the target //evil.example"
+    );
+    assert!(r.header("location").is_none());
     assert_eq!(origin.count(), 0, "redirects are answered by the gateway");
 }
 
