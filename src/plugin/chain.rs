@@ -9,6 +9,7 @@ pub struct PluginChain {
     plugins: Box<[Arc<dyn Plugin>]>,
     split: usize,
     authenticates: bool,
+    preflights: bool,
 }
 
 impl PluginChain {
@@ -20,16 +21,23 @@ impl PluginChain {
             .position(|p| !p.phase().before_rate_limit())
             .unwrap_or(plugins.len());
         let authenticates = plugins.iter().any(|p| p.phase() == Phase::Authenticate);
+        let preflights = plugins.iter().any(|p| p.phase() == Phase::Cors);
         PluginChain {
             plugins: plugins.into(),
             split,
             authenticates,
+            preflights,
         }
     }
 
     /// Whether the chain authenticates (has an [`Phase::Authenticate`] plugin).
     pub fn authenticates(&self) -> bool {
         self.authenticates
+    }
+
+    /// Whether the chain answers CORS preflights (has a [`Phase::Cors`] plugin).
+    pub fn answers_preflights(&self) -> bool {
+        self.preflights
     }
 
     /// Whether the route has no plugins (then no hook costs anything).

@@ -102,19 +102,27 @@ fn refusal(runtime: &Runtime, session: &Session, ctx: &RequestCtx) -> Option<Ref
 /// when that route lists its methods.
 pub fn find_route(runtime: &Runtime, session: &Session, ctx: &RequestCtx) -> Option<RouteId> {
     let req = session.req_header();
+    let find = |method: &Method| {
+        runtime
+            .table
+            .find(
+                ctx.host.as_ref().map(EffectiveHost::name),
+                req.uri.path(),
+                method,
+                &req.headers,
+            )
+            .map(|r| r.id)
+    };
     let asked = (req.method == Method::OPTIONS && req.headers.contains_key(http::header::ORIGIN))
         .then(|| req.headers.get(http::header::ACCESS_CONTROL_REQUEST_METHOD))
         .flatten()
         .and_then(|m| Method::from_bytes(m.as_bytes()).ok());
-    runtime
-        .table
-        .find(
-            ctx.host.as_ref().map(EffectiveHost::name),
-            req.uri.path(),
-            asked.as_ref().unwrap_or(&req.method),
-            &req.headers,
-        )
-        .map(|r| r.id)
+    // Only a route that answers preflights takes one by the method it asks about; otherwise
+    // the OPTIONS is routed as any OPTIONS is, so `methods:` stays an allowlist.
+    asked
+        .and_then(|m| find(&m))
+        .filter(|r| runtime.route(*r).plugins.answers_preflights())
+        .or_else(|| find(&req.method))
 }
 
 /// Checks and normalizes the request; on refusal returns the reason for the 400 body.

@@ -21,6 +21,7 @@ pub use context::{EffectiveHost, Rejection, RequestCtx};
 use failure::Failure;
 pub use forwarding::{X_REQUEST_ID, X_REQUEST_ID_NAME};
 
+use crate::plugin::ReplyKind;
 use crate::routing::Action;
 use crate::runtime::Runtime;
 use crate::upstream::{HashKey, Upstream};
@@ -100,9 +101,13 @@ impl ProxyHttp for GatewayProxy {
         };
         let rt = &self.runtime;
         let early = plugins::request(rt, r, plugins::Stage::BeforeLimit, session, ctx).await;
-        // Refused requests are charged to the rate limit too (a failed login has no consumer,
-        // so a `consumer` key falls back to the client IP): guessing is limited.
-        if protection::guard_route(rt, r, session, ctx).await? {
+        // A refused login is charged to a per-client limit (a `consumer` key falls back to
+        // the client IP), so guessing is limited; other early answers (preflights, denials)
+        // never spend tokens that admitted clients share.
+        let charge = early.as_ref().is_none_or(|reply| {
+            reply.kind == ReplyKind::Unauthorized && protection::limits_per_client(rt, r)
+        });
+        if charge && protection::guard_route(rt, r, session, ctx).await? {
             return Ok(true);
         }
         let reply = match early {

@@ -254,6 +254,7 @@ async fn write_reply(
     if let Some(id) = &ctx.request_id {
         h.insert_header(X_REQUEST_ID_NAME, id.clone())?;
     }
+    super::protection::rate_headers(runtime, ctx, &mut h)?;
     let hooks = runtime.route(route).plugins.all();
     if !hooks.is_empty() {
         let info = info(

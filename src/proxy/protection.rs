@@ -13,6 +13,17 @@ use pingora_error::{Error, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
+/// Whether the route's rate limit keys on the client (its IP, or its consumer), so charging a
+/// refused request to it cannot spend a bucket other clients share.
+pub fn limits_per_client(runtime: &Runtime, route: RouteId) -> bool {
+    runtime
+        .route(route)
+        .guards
+        .rate
+        .as_ref()
+        .is_some_and(|p| matches!(p.key, LimitKey::ClientIp | LimitKey::Consumer))
+}
+
 /// Applies the route's rate limit and concurrency cap; returns true when it answered.
 pub async fn guard_route(
     runtime: &Runtime,

@@ -442,6 +442,9 @@ fn parse_jwks(text: &[u8]) -> Result<Vec<Key>, String> {
                 _ => None,
             },
             (None, AlgorithmParameters::OctetKeyPair(_)) => Some(Algorithm::EdDSA),
+            // Common sets (Entra ID's, for one) publish RSA signing keys without "alg";
+            // RS256 is what they sign with, and the token's own alg must still match.
+            (None, AlgorithmParameters::RSA(_)) => Some(Algorithm::RS256),
             _ => None,
         };
         let name = kid.as_deref().unwrap_or("no kid");

@@ -108,7 +108,7 @@ impl Redirect {
             let mut out = String::new();
             caps.expand(rep, &mut out);
             // A capture must not turn a path into another site (`//evil.example`, `/\evil`).
-            if !rep.contains("://") && !is_local_path(&out) {
+            if !is_absolute(rep) && !is_local_path(&out) {
                 return Some(Err("redirect target is not a local path"));
             }
             out
@@ -128,16 +128,34 @@ fn is_local_path(p: &str) -> bool {
     p.starts_with('/') && !p[1..].starts_with(['/', '\\'])
 }
 
-/// For an absolute replacement, the scheme and authority must be written out before any
-/// capture (`https://new.example.com/$1`), so what the client sent cannot change the host.
+/// Whether a replacement is an absolute URL: it starts with a literal `scheme://` (RFC 3986
+/// scheme characters, no capture before the `://`).
+fn is_absolute(rep: &str) -> bool {
+    rep.split_once("://").is_some_and(|(scheme, _)| {
+        scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    })
+}
+
+/// A replacement is either a local path (`/new/$1`) or an absolute URL whose scheme and
+/// authority are written out before any capture (`https://new.example/$1`), so what the
+/// client sent can never choose the site.
 fn fixed_authority(rep: &str) -> Result<(), String> {
-    let Some((_, rest)) = rep.split_once("://") else {
+    if !is_absolute(rep) {
+        if !rep.starts_with('/') {
+            return Err(format!(
+                "{rep:?}: expected a path starting with / or an absolute URL (https://host/...)"
+            ));
+        }
         return Ok(());
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    if rest[..authority_end].contains('$') || (authority_end == rest.len() && rest.contains('$')) {
+    }
+    let rest = rep.split_once("://").map_or("", |(_, r)| r);
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    if rest[..authority_end].contains('$') {
         return Err(format!(
-            "{rep:?}: a capture may only follow the host and a '/' (https://host/$1)"
+            "{rep:?}: a capture may only follow the host and a '/', '?' or '#' (https://host/$1)"
         ));
     }
     Ok(())

@@ -102,6 +102,9 @@ async fn ip_restriction_sees_the_client_behind_trusted_proxies_only() {
 }
 
 const CORS: &str = r#"
+  - name: get-only
+    match: { path_prefix: /get-only, methods: [GET] }
+    upstream: backend
   - name: upload
     match: { path_prefix: /upload, methods: [POST] }
     upstream: backend
@@ -200,6 +203,23 @@ async fn cors_answers_preflights_before_authentication() {
     .await;
     assert_eq!(r.status, 204, "the preflight found the POST route");
     assert_eq!(r.header("access-control-allow-methods"), Some("POST"));
+    // A route without cors keeps `methods:` as an allowlist: an OPTIONS dressed as a
+    // preflight is routed as an OPTIONS, so it never reaches the GET-only route's backend;
+    // here the catch-all api route, which has cors, answers it.
+    let r = fetch(
+        &c,
+        "OPTIONS",
+        &gw.url("/get-only"),
+        &[
+            ("origin", "https://app.example.com"),
+            ("access-control-request-method", "GET"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        r.status, 204,
+        "answered by the api route's cors, not proxied by get-only"
+    );
     assert_eq!(origin.count(), 0, "preflights never reach the origin");
 
     // Actual requests: authenticated as usual, with the CORS fields on the proxied answer.
@@ -211,6 +231,11 @@ async fn cors_answers_preflights_before_authentication() {
     )
     .await;
     assert_eq!(r.status, 401, "CORS does not replace authentication");
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example.com"),
+        "the 401 carries the CORS fields, so the page's script can read it"
+    );
     let r = fetch(
         &c,
         "GET",

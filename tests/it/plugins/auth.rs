@@ -2,7 +2,7 @@
 //! rate-limit key and in the access log.
 
 use super::{gateway, sha256_hex};
-use crate::harness::{client, fetch, wait_until, RawOrigin};
+use crate::harness::{client, fetch, wait_until, OriginReply, RawOrigin};
 use std::time::Duration;
 
 fn routes() -> String {
@@ -20,10 +20,18 @@ fn routes() -> String {
             - {{ name: dave, key_sha256: "{dave}" }}
             # cargo sets CARGO_PKG_NAME for every test process, and the gateway inherits it.
             - {{ name: carol, key_env: CARGO_PKG_NAME }}
+  - name: cached
+    match: {{ path_prefix: /cached/ }}
+    upstream: backend
+    cache: {{ enabled: true }}
+    plugins:
+      - key_auth:
+          consumers:
+            - {{ name: alice, key_sha256: "{alice}" }}
+            - {{ name: dave, key_sha256: "{dave}" }}
   - name: limited
     match: {{ path_prefix: /limited/ }}
     upstream: backend
-    cache: {{ enabled: true }}
     plugins:
       - key_auth:
           from: [header:x-api-key, query:api_key]
@@ -111,10 +119,40 @@ async fn key_auth_admits_known_keys_and_challenges_the_rest() {
         "strip: false keeps it"
     );
 
+    // An authenticated answer is private to the cache even though the key was stripped
+    // before it went upstream: max-age alone does not let it be stored; `public` does.
+    origin.reply_for(
+        "/cached/me",
+        OriginReply::new(200, "alice's page").header("cache-control", "max-age=60"),
+    );
+    origin.reply_for(
+        "/cached/shared",
+        OriginReply::new(200, "for all").header("cache-control", "public, max-age=60"),
+    );
+    for key in ["alice-key", "alice-key", "dave-key"] {
+        let r = fetch(&c, "GET", &gw.url("/cached/me"), &[("x-api-key", key)]).await;
+        assert_eq!(r.status, 200);
+        assert_ne!(r.cache(), "HIT", "{key} got a stored authenticated answer");
+    }
+    let mut shared = Vec::new();
+    for _ in 0..2 {
+        let r = fetch(
+            &c,
+            "GET",
+            &gw.url("/cached/shared"),
+            &[("x-api-key", "dave-key")],
+        )
+        .await;
+        shared.push(r.cache().to_string());
+    }
+    assert_eq!(
+        shared[1], "HIT",
+        "an explicitly public answer is shared: {shared:?}"
+    );
+
     // The rate limit is keyed on the consumer (burst 1: two requests pass): alice's third
     // request is limited whatever key source she uses, from the same client IP where dave
-    // still has his own bucket. The route caches, yet nothing is served from the cache:
-    // authenticated answers are private even though the key was stripped.
+    // still has his own bucket.
     for _ in 0..2 {
         let r = fetch(
             &c,
@@ -124,7 +162,6 @@ async fn key_auth_admits_known_keys_and_challenges_the_rest() {
         )
         .await;
         assert_eq!(r.status, 200);
-        assert_ne!(r.cache(), "HIT", "an authenticated answer is not shared");
     }
     let again = fetch(&c, "GET", &gw.url("/limited/me?api_key=alice-key"), &[]).await;
     assert_eq!(again.status, 429, "alice's bucket is empty");
@@ -136,7 +173,6 @@ async fn key_auth_admits_known_keys_and_challenges_the_rest() {
     )
     .await;
     assert_eq!(dave.status, 200, "dave has a bucket of his own");
-    assert_ne!(dave.cache(), "HIT", "dave never gets alice's answer");
     // Failed attempts have no consumer: they are charged to the client IP, so guessing is
     // limited too (burst 1: two refusals, then 429).
     let mut guesses = Vec::new();

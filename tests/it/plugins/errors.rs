@@ -130,6 +130,18 @@ fn built_in_plugin_errors_are_located() {
             "a capture may only follow the host and a '/'",
         ),
         (
+            "      - redirect: { regex: '^/x(.*)$', replacement: 'new/$1' }\n",
+            10,
+            format!("{P}.redirect.replacement"),
+            "expected a path starting with / or an absolute URL",
+        ),
+        (
+            "      - redirect: { regex: '^/x(.*)$', replacement: '${1}://host/' }\n",
+            10,
+            format!("{P}.redirect.replacement"),
+            "expected a path starting with / or an absolute URL",
+        ),
+        (
             "      - redirect: { https: true, status: 200 }\n",
             10,
             format!("{P}.redirect.status"),

@@ -84,6 +84,11 @@ async fn redirects_to_https_and_by_regex_keep_the_query() {
     upstream: backend
     plugins:
       - redirect: { regex: '^/r(.*)$', replacement: '/$1' }
+  - name: local-with-url
+    match: { path_prefix: /q/ }
+    upstream: backend
+    plugins:
+      - redirect: { regex: '^/q(.*)$', replacement: '/$1?from=https://old.example' }
   - name: secure
     match: { path_prefix: /secure/ }
     upstream: backend
