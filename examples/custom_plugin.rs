@@ -92,11 +92,7 @@ impl Plugin for Tenant {
                 ReplyKind::Forbidden,
                 "unknown tenant",
             )),
-            None => Flow::Reply(Reply::new(
-                StatusCode::BAD_REQUEST,
-                ReplyKind::BadRequest,
-                "missing tenant header",
-            )),
+            None => Flow::Reply(Reply::bad_request("missing tenant header")),
         }
     }
 

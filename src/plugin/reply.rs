@@ -79,6 +79,11 @@ impl Reply {
         Reply::new(status, ReplyKind::Forbidden, "forbidden")
     }
 
+    /// 400: the request cannot be served as it is.
+    pub fn bad_request(message: impl Into<Cow<'static, str>>) -> Self {
+        Reply::new(StatusCode::BAD_REQUEST, ReplyKind::BadRequest, message)
+    }
+
     /// A redirect to `location`.
     pub fn redirect(status: StatusCode, location: HeaderValue) -> Self {
         Reply {

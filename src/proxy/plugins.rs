@@ -29,7 +29,8 @@ pub enum Stage {
     AfterLimit,
 }
 
-/// What the gateway knows about the request, for the plugin views.
+/// What the gateway knows about the request, for the plugin views. Takes the context's fields
+/// one by one so the `request` hook can borrow the consumer mutably beside them.
 fn info<'a>(
     runtime: &'a Runtime,
     route: RouteId,
@@ -47,6 +48,19 @@ fn info<'a>(
         request_id,
         upstream: ctx_upstream.map(|u| &*runtime.upstream(u).name),
     }
+}
+
+/// [`info`] for a hook that only reads the context.
+fn info_of<'a>(runtime: &'a Runtime, route: RouteId, ctx: &'a RequestCtx) -> RequestInfo<'a> {
+    info(
+        runtime,
+        route,
+        ctx.host.as_ref(),
+        ctx.request_id.as_ref(),
+        ctx.upstream,
+        ctx.client_ip,
+        ctx.tls,
+    )
 }
 
 /// Runs one stage of the route's `request` hooks; returns the answer a plugin gave, to be
@@ -128,15 +142,7 @@ pub async fn upstream_request(runtime: &Runtime, req: &mut RequestHeader, ctx: &
     if plugins.is_empty() {
         return;
     }
-    let info = info(
-        runtime,
-        route,
-        ctx.host.as_ref(),
-        ctx.request_id.as_ref(),
-        ctx.upstream,
-        ctx.client_ip,
-        ctx.tls,
-    );
+    let info = info_of(runtime, route, ctx);
     let mut view = UpstreamView::new(req, info, ctx.consumer.as_ref());
     for p in plugins {
         p.upstream_request(&mut view).await;
@@ -157,15 +163,7 @@ pub async fn response(
     if plugins.is_empty() {
         return;
     }
-    let info = info(
-        runtime,
-        route,
-        ctx.host.as_ref(),
-        ctx.request_id.as_ref(),
-        ctx.upstream,
-        ctx.client_ip,
-        ctx.tls,
-    );
+    let info = info_of(runtime, route, ctx);
     let mut view = ResponseView::new(session.req_header(), resp, info, ctx.consumer.as_ref());
     for p in plugins {
         p.response(&mut view).await;
@@ -187,15 +185,7 @@ pub async fn logging(runtime: &Runtime, session: &Session, ctx: &RequestCtx) {
         path: req.uri.path(),
         status: session.response_written().map_or(0, |h| h.status.as_u16()),
         duration: ctx.started.elapsed(),
-        info: info(
-            runtime,
-            route,
-            ctx.host.as_ref(),
-            ctx.request_id.as_ref(),
-            ctx.upstream,
-            ctx.client_ip,
-            ctx.tls,
-        ),
+        info: info_of(runtime, route, ctx),
         consumer: ctx.consumer.as_ref(),
     };
     for p in plugins {
@@ -257,15 +247,7 @@ async fn write_reply(
     super::protection::rate_headers(runtime, ctx, &mut h)?;
     let hooks = runtime.route(route).plugins.all();
     if !hooks.is_empty() {
-        let info = info(
-            runtime,
-            route,
-            ctx.host.as_ref(),
-            ctx.request_id.as_ref(),
-            ctx.upstream,
-            ctx.client_ip,
-            ctx.tls,
-        );
+        let info = info_of(runtime, route, ctx);
         let mut view = ResponseView::new(session.req_header(), &mut h, info, ctx.consumer.as_ref());
         for p in hooks {
             p.response(&mut view).await;

@@ -1,7 +1,7 @@
 //! `redirect`: sends plain-HTTP clients to HTTPS, or paths matching a regex to a new location.
 
 use crate::config::{ConfigError, RegexConf};
-use crate::plugin::{Flow, Phase, Plugin, PluginContext, Reply, ReplyKind, RequestView};
+use crate::plugin::{Flow, Phase, Plugin, PluginContext, Reply, RequestView};
 use async_trait::async_trait;
 use http::{HeaderValue, StatusCode};
 use serde::Deserialize;
@@ -168,13 +168,7 @@ impl Plugin for Redirect {
     }
 
     async fn request(&self, req: &mut RequestView<'_>) -> Flow {
-        let bad = |why: &'static str| {
-            Flow::Reply(Reply::new(
-                StatusCode::BAD_REQUEST,
-                ReplyKind::BadRequest,
-                why,
-            ))
-        };
+        let bad = |why: &'static str| Flow::Reply(Reply::bad_request(why));
         match self.location(req) {
             None => Flow::Continue,
             Some(Ok(loc)) => match HeaderValue::from_str(&loc) {

@@ -3,9 +3,8 @@
 
 use crate::config::{ConfigError, RegexConf};
 use crate::edge::PathPolicy;
-use crate::plugin::{Flow, Phase, Plugin, PluginContext, Reply, ReplyKind, RequestView};
+use crate::plugin::{Flow, Phase, Plugin, PluginContext, Reply, RequestView};
 use async_trait::async_trait;
-use http::StatusCode;
 use serde::Deserialize;
 
 /// The YAML of `rewrite`.
@@ -102,13 +101,7 @@ impl Plugin for Rewrite {
     }
 
     async fn request(&self, req: &mut RequestView<'_>) -> Flow {
-        let bad = |why: &'static str| {
-            Flow::Reply(Reply::new(
-                StatusCode::BAD_REQUEST,
-                ReplyKind::BadRequest,
-                why,
-            ))
-        };
+        let bad = |why: &'static str| Flow::Reply(Reply::bad_request(why));
         match self.apply(req.path()) {
             None => Flow::Continue,
             Some(Ok(path)) => match req.set_path(&path) {
