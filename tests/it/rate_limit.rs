@@ -1,8 +1,7 @@
 //! Rate limits (accuracy, burst, headers, keys, global default, trusted proxies) and the
 //! per-route concurrency cap.
 
-use crate::harness::{client, wait_until, GatewayProcess, TestUpstream};
-use std::net::{IpAddr, Ipv4Addr};
+use crate::harness::{client, client_from, wait_until, GatewayProcess, TestUpstream};
 use std::time::Duration;
 
 /// A gateway over one upstream `backend`; `routes` is the YAML list under `routes:` and `top`
@@ -21,16 +20,6 @@ routes:
 "#,
         up.addr
     ))
-}
-
-/// A client whose connections come from `127.0.0.N`, so the gateway sees a distinct peer IP.
-fn client_from(n: u8) -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, n)))
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("build reqwest client")
 }
 
 /// GET `url`, optionally with `X-Forwarded-For`; returns the status and the response headers.

@@ -3,7 +3,7 @@
 //! in-flight cap holds).
 
 use crate::harness::{
-    client, fetch, refused_addr, wait_until, GatewayProcess, OriginReply, RawOrigin,
+    client, fetch, metric, refused_addr, wait_until, GatewayProcess, OriginReply, RawOrigin,
 };
 use std::time::{Duration, Instant};
 
@@ -152,19 +152,6 @@ routes:
         primary = primary.addr,
         dead = refused_addr(1),
     ))
-}
-
-async fn metric(gw: &GatewayProcess, series: &str) -> Option<f64> {
-    let text = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }
 
 #[tokio::test]

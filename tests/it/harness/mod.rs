@@ -93,3 +93,38 @@ pub fn client() -> reqwest::Client {
         .build()
         .expect("build reqwest client")
 }
+
+/// A client whose connections come from `127.0.0.N`, so the gateway sees a distinct peer IP.
+pub fn client_from(n: u8) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .local_address(std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, n)))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("build reqwest client")
+}
+
+/// The value of the `/metrics` sample written exactly as `series` (name and labels), from an
+/// admin listener without a token; `None` when absent or unreachable.
+pub async fn metric(gw: &GatewayProcess, series: &str) -> Option<f64> {
+    let text = client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Waits (bounded) until [`metric`] reads `want`: metrics are recorded when a request ends,
+/// just after its client has the answer.
+pub async fn wait_metric(gw: &GatewayProcess, series: &str, want: f64) -> bool {
+    wait_until(Duration::from_secs(5), || async {
+        metric(gw, series).await == Some(want)
+    })
+    .await
+}

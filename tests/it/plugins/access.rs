@@ -1,18 +1,7 @@
 //! `ip_restriction` and `cors`.
 
 use super::gateway;
-use crate::harness::{client, fetch, RawOrigin};
-use std::net::{IpAddr, Ipv4Addr};
-use std::time::Duration;
-
-fn client_from(n: u8) -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, n)))
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client")
-}
+use crate::harness::{client, client_from, fetch, wait_metric, RawOrigin};
 
 #[tokio::test]
 async fn ip_restriction_allows_denies_and_deny_wins() {
@@ -64,7 +53,7 @@ async fn ip_restriction_allows_denies_and_deny_wins() {
         (r#"avx_errors_total{kind="forbidden",route="open"}"#, 1.0),
     ] {
         assert!(
-            super::wait_metric(&gw, series, want).await,
+            wait_metric(&gw, series, want).await,
             "{series} is not {want}"
         );
     }

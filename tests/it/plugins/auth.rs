@@ -2,7 +2,7 @@
 //! rate-limit key and in the access log.
 
 use super::{gateway, sha256_hex};
-use crate::harness::{client, fetch, wait_until, OriginReply, RawOrigin};
+use crate::harness::{client, fetch, wait_metric, wait_until, OriginReply, RawOrigin};
 use std::time::Duration;
 
 fn routes() -> String {
@@ -212,7 +212,7 @@ async fn key_auth_admits_known_keys_and_challenges_the_rest() {
         (r#"avx_errors_total{kind="unauthorized",route="api"}"#, 4.0),
     ] {
         assert!(
-            super::wait_metric(&gw, series, want).await,
+            wait_metric(&gw, series, want).await,
             "{series} is not {want}"
         );
     }

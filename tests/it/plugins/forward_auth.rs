@@ -1,8 +1,8 @@
 //! `forward_auth` against real loopback auth services: allow with copied headers, a denial
 //! passed through, a silent service (timeout) and a dead one (both 503).
 
-use super::{gateway, wait_metric};
-use crate::harness::{client, fetch, refused_addr, OriginReply, RawOrigin};
+use super::gateway;
+use crate::harness::{client, fetch, refused_addr, wait_metric, OriginReply, RawOrigin};
 use std::time::{Duration, Instant};
 
 fn routes(auth: &str, silent: &str, dead: &str) -> String {

@@ -11,8 +11,7 @@ mod forward_auth;
 mod jwt;
 mod transforms;
 
-use crate::harness::{client, wait_until, GatewayProcess, RawOrigin};
-use std::time::Duration;
+use crate::harness::{GatewayProcess, RawOrigin};
 
 /// A gateway over `origin` as upstream `backend`; `routes` is the YAML under `routes:` and
 /// `top` extra top-level keys (global `plugins:`, `trusted_proxies:`).
@@ -31,18 +30,4 @@ fn yaml(origin: &RawOrigin, routes: &str, top: &str) -> String {
 fn sha256_hex(key: &str) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
     d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Waits (bounded) until the admin `/metrics` series `series` reads `want`.
-async fn wait_metric(gw: &GatewayProcess, series: &str, want: f64) -> bool {
-    wait_until(Duration::from_secs(5), || async {
-        let Ok(resp) = client().get(gw.admin_url("/metrics")).send().await else {
-            return false;
-        };
-        let text = resp.text().await.unwrap_or_default();
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
-            == Some(want)
-    })
-    .await
 }
