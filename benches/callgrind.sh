@@ -16,34 +16,27 @@
 set -euo pipefail
 N=2000
 CACHE=""
+PLUGINS=""
 HDRS=()
 while [ $# -gt 0 ]; do
   case $1 in
     --requests) N=$2; shift 2 ;;
     --cache) CACHE="    cache: { enabled: true }"; shift ;;
-    --plugins)
-      SECRET="callgrind-bench-secret-of-32-bytes"
-      # An HS256 token valid for a day, made with the standard library only.
-      TOKEN=$(python3 - "$SECRET" <<'PY'
-import base64, hashlib, hmac, json, sys, time
-b = lambda d: base64.urlsafe_b64encode(d).rstrip(b"=")
-head = b(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-body = b(json.dumps({"sub": "bench", "exp": int(time.time()) + 86400}).encode())
-sig = b(hmac.new(sys.argv[1].encode(), head + b"." + body, hashlib.sha256).digest())
-print((head + b"." + body + b"." + sig).decode())
-PY
-)
-      CACHE="    plugins:
-      - cors: { allow_origins: [\"https://app.example.com\"] }
-      - jwt: { keys: [{ alg: HS256, secret: \"$SECRET\" }] }
-      - request_headers: { set: { x-client: \"\$client_ip\", x-env: bench } }"
-      HDRS=(-H "Authorization: Bearer $TOKEN" -H "Origin: https://app.example.com")
-      shift ;;
+    --plugins) PLUGINS=1; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
 # shellcheck source=benches/common.sh
 . "$(dirname "$0")/common.sh" callgrind
+if [ -n "$PLUGINS" ]; then
+  SECRET="callgrind-bench-secret-of-32-bytes"
+  TOKEN=$(hs256_token "$SECRET")
+  CACHE="    plugins:
+      - cors: { allow_origins: [\"https://app.example.com\"] }
+      - jwt: { keys: [{ alg: HS256, secret: \"$SECRET\" }] }
+      - request_headers: { set: { x-client: \"\$client_ip\", x-env: bench } }"
+  HDRS=(-H "Authorization: Bearer $TOKEN" -H "Origin: https://app.example.com")
+fi
 # KEEP=DIR keeps the callgrind files for callgrind_annotate.
 keep_files() {
   if [ -n "${KEEP:-}" ]; then

@@ -43,6 +43,18 @@ wait_200() {
   exit 1
 }
 
+# hs256_token SECRET: an HS256 JWT for `sub: bench`, valid for a day (standard library only).
+hs256_token() {
+  python3 - "$1" <<'PY'
+import base64, hashlib, hmac, json, sys, time
+b = lambda d: base64.urlsafe_b64encode(d).rstrip(b"=")
+head = b(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+body = b(json.dumps({"sub": "bench", "exp": int(time.time()) + 86400}).encode())
+sig = b(hmac.new(sys.argv[1].encode(), head + b"." + body, hashlib.sha256).digest())
+print((head + b"." + body + b"." + sig).decode())
+PY
+}
+
 # start_origin: the harness's origin (NGINX, 1 worker, 127.0.0.1:19000) with its 64 KiB /big
 # body; the harness's configs keep their runtime files under /tmp/bench-run.
 start_origin() {

@@ -30,15 +30,7 @@ GW_BIN=${AVX_GW_BIN:-./target/release/avx-gateway}
 start_origin
 
 SECRET="plugin-load-bench-secret-32-bytes!"
-TOKEN=$(python3 - "$SECRET" <<'PY'
-import base64, hashlib, hmac, json, sys, time
-b = lambda d: base64.urlsafe_b64encode(d).rstrip(b"=")
-head = b(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-body = b(json.dumps({"sub": "bench", "exp": int(time.time()) + 86400}).encode())
-sig = b(hmac.new(sys.argv[1].encode(), head + b"." + body, hashlib.sha256).digest())
-print((head + b"." + body + b"." + sig).decode())
-PY
-)
+TOKEN=$(hs256_token "$SECRET")
 cat > "$WORK/gw.yaml" <<YAML
 server: { workers: 2, pid_file: $WORK/gw.pid, upgrade_sock: $WORK/gw.sock,
           grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1 }
