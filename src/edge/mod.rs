@@ -5,6 +5,7 @@
 //! their own. `proxy::admission` applies them to a request in `early_request_filter`.
 
 pub mod path;
+pub mod query;
 pub mod target;
 
 pub use path::{EscapedSlashes, PathError, PathPolicy, PathSemicolons};

@@ -2,6 +2,7 @@
 //! about the request, without Pingora's `Session`.
 
 use super::Consumer;
+use crate::edge::query::decode;
 use http::header::{AsHeaderName, COOKIE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -330,30 +331,6 @@ pub fn query_param(query: &str, name: &str) -> Option<String> {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (decode(k) == name).then(|| decode(v))
     })
-}
-
-fn decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                match (hex(b[i + 1]), hex(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A cookie's value, from the first `Cookie` field that has it.
