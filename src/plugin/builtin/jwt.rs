@@ -210,13 +210,31 @@ impl RemoteJwks {
 pub struct Jwt {
     keys: Vec<Key>,
     remote: Option<Arc<RemoteJwks>>,
-    validation: Validation,
+    /// The claims checks, once per algorithm (each allowing only its own), so a request
+    /// never clones one.
+    validations: Vec<(Algorithm, Validation)>,
     from: Vec<CredentialSource>,
     consumer_claim: String,
     forward: Vec<(String, HeaderName)>,
     challenge: HeaderValue,
     invalid: HeaderValue,
 }
+
+/// Every algorithm a key may have (static keys and JWKS keys alike).
+const ALGORITHMS: [Algorithm; 12] = [
+    Algorithm::HS256,
+    Algorithm::HS384,
+    Algorithm::HS512,
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
 
 fn is_hmac(alg: Algorithm) -> bool {
     matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
@@ -272,10 +290,8 @@ impl Jwt {
         if c.from.is_empty() {
             return Err(cx.error("from", "needs at least one source"));
         }
-        // One validation for every key: the algorithm is enforced per key before decoding.
+        // The claims checks, the same for every key; the algorithm is enforced per key.
         let mut validation = Validation::new(Algorithm::HS256);
-        // Replaced by each key's own algorithm in `verify`.
-        validation.algorithms = vec![Algorithm::HS256];
         validation.leeway = c.leeway_seconds;
         validation.validate_nbf = true;
         validation.validate_aud = !c.audience.is_empty();
@@ -308,7 +324,14 @@ impl Jwt {
         Ok(Jwt {
             keys,
             remote,
-            validation,
+            validations: ALGORITHMS
+                .iter()
+                .map(|&alg| {
+                    let mut v = validation.clone();
+                    v.algorithms = vec![alg];
+                    (alg, v)
+                })
+                .collect(),
             from: c.from.clone(),
             consumer_claim: c.consumer_claim.clone(),
             forward: c
@@ -335,9 +358,8 @@ impl Jwt {
                 (None, _) => true,
             })
             .find_map(|k| {
-                let mut v = self.validation.clone();
-                v.algorithms = vec![k.alg];
-                jsonwebtoken::decode(token, &k.key, &v)
+                let (_, v) = self.validations.iter().find(|(a, _)| *a == k.alg)?;
+                jsonwebtoken::decode(token, &k.key, v)
                     .ok()
                     .map(|d| d.claims)
             })
