@@ -93,7 +93,7 @@ fn load_balancer(c: &mut Criterion) {
             };
             let yaml = format!("servers: [{servers}]\nload_balancing: {alg}\n{extra}\n");
             let cfg = serde_yaml::from_str(&yaml).expect("upstream parses");
-            let (up, _) = Upstream::build("u", &cfg, None).expect("upstream builds");
+            let up = Upstream::build("u", &cfg, None).expect("upstream builds");
             g.bench_function(BenchmarkId::new(alg, n), |b| {
                 b.iter(|| up.select(black_box(b"/api/users/42"), &[]))
             });
@@ -144,9 +144,7 @@ fn metrics_runtime() -> Runtime {
         routes_yaml(100)
     );
     let cfg: Config = serde_yaml::from_str(&yaml).expect("bench config parses");
-    Runtime::build(&cfg, &Default::default(), None)
-        .expect("runtime builds")
-        .0
+    Runtime::build(&cfg, &Default::default(), None).expect("runtime builds")
 }
 
 fn metrics(c: &mut Criterion) {

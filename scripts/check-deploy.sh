@@ -28,7 +28,9 @@ trap 'rm -rf "$tmp"' EXIT
 # root holding the unit at its install path, executables at /usr/bin (a stub for the gateway,
 # which only has to be executable; the real upgrade script) and the host's units for targets.
 root="$tmp/root"
-mkdir -p "$root/etc/systemd/system" "$root/usr/bin" "$root/usr/lib/systemd"
+mkdir -p "$root/etc/systemd/system" "$root/usr/bin" "$root/usr/lib/systemd" "$root/bin"
+# ExecReload= runs through /bin/sh (it picks the in-process reload or the upgrade).
+cp "$(readlink -f /bin/sh)" "$root/bin/sh"
 ln -s /lib/systemd/system "$root/usr/lib/systemd/system"
 printf '#!/bin/sh\nexit 0\n' >"$root/usr/bin/avx-gateway"
 install -m 0755 deploy/avx-gateway-upgrade "$root/usr/bin/avx-gateway-upgrade"

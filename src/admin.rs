@@ -2,6 +2,7 @@
 
 use crate::cache::Scheme;
 use crate::config::AdminConfig;
+use crate::reload::{ReloadError, Reloader};
 use crate::runtime::Runtime;
 use async_trait::async_trait;
 use http::{Response, StatusCode};
@@ -13,15 +14,10 @@ use serde_json::json;
 use std::sync::Arc;
 
 /// Builds the admin service listening on `admin.address`.
-pub fn service(cfg: &AdminConfig, runtime: &Arc<Runtime>) -> Box<dyn ServiceWithDependents> {
+pub fn service(cfg: &AdminConfig, reloader: &Arc<Reloader>) -> Box<dyn ServiceWithDependents> {
     let app = AdminApp {
-        runtime: runtime.clone(),
-        token: cfg.token.as_ref().map(|t| format!("Bearer {t}")),
-        allowed_hosts: cfg
-            .allowed_hosts
-            .iter()
-            .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
-            .collect(),
+        reloader: reloader.clone(),
+        startup: AdminAuth::new(cfg),
     };
     let mut svc = Service::new("avx-gateway admin".to_string(), app);
     // One thread is plenty for scrapes and probes, and keeps the admin off the proxy workers.
@@ -31,26 +27,49 @@ pub fn service(cfg: &AdminConfig, runtime: &Arc<Runtime>) -> Box<dyn ServiceWith
     Box::new(svc)
 }
 
-/// Serves the admin endpoints.
-pub struct AdminApp {
-    runtime: Arc<Runtime>,
+/// The admin listener's credentials and the names it answers to, from `admin:` (a reload
+/// applies a new token at once).
+pub struct AdminAuth {
     token: Option<String>,
     /// Names accepted in `Host` besides IP literals and `localhost`.
     allowed_hosts: Vec<String>,
 }
 
+impl AdminAuth {
+    /// Compiles `admin:`.
+    pub fn new(cfg: &AdminConfig) -> AdminAuth {
+        AdminAuth {
+            token: cfg.token.as_ref().map(|t| format!("Bearer {t}")),
+            allowed_hosts: cfg
+                .allowed_hosts
+                .iter()
+                .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+                .collect(),
+        }
+    }
+}
+
+/// Serves the admin endpoints.
+pub struct AdminApp {
+    reloader: Arc<Reloader>,
+    /// Used if the live config had no `admin:` (a reload cannot remove it).
+    startup: AdminAuth,
+}
+
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let runtime = self.reloader.live().load();
+        let auth = runtime.admin.as_ref().unwrap_or(&self.startup);
         let req = session.req_header();
-        if !self.host_allowed(req.headers.get(http::header::HOST)) {
+        if !auth.host_allowed(req.headers.get(http::header::HOST)) {
             // A page whose DNS name was rebound to this address would send its own name.
             return text(StatusCode::FORBIDDEN, "forbidden host\n");
         }
         let path = req.uri.path().to_string();
         let liveness = path == "/health" && req.method == http::Method::GET;
         if !liveness {
-            if let Some(token) = &self.token {
+            if let Some(token) = &auth.token {
                 let given = req.headers.get(http::header::AUTHORIZATION);
                 if !token_matches(given.map(|v| v.as_bytes()), token.as_bytes()) {
                     return text(StatusCode::UNAUTHORIZED, "unauthorized\n");
@@ -59,22 +78,28 @@ impl ServeHttp for AdminApp {
         }
         let method = req.method.clone();
         if method.as_str() == "PURGE" || (method == http::Method::DELETE && path == "/cache") {
-            return self.purge(session).await;
+            return purge(&runtime, session).await;
+        }
+        if path == "/reload" {
+            return match method {
+                http::Method::POST => self.reload().await,
+                _ => text(StatusCode::METHOD_NOT_ALLOWED, "use POST /reload\n"),
+            };
         }
         match path.as_str() {
             "/health" => text(StatusCode::OK, "ok\n"),
             "/ready" => {
-                if self.ready() {
+                if ready(&runtime) {
                     text(StatusCode::OK, "ready\n")
                 } else {
                     text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
                 }
             }
-            "/status" => json_response(self.status()),
+            "/status" => json_response(self.status(&runtime)),
             "/metrics" => build(
                 StatusCode::OK,
                 crate::metrics::CONTENT_TYPE,
-                self.runtime.metrics.encode(),
+                runtime.metrics.encode(),
             ),
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
@@ -88,7 +113,7 @@ fn token_matches(given: Option<&[u8]>, token: &[u8]) -> bool {
     given.is_some_and(|g| bool::from(g.ct_eq(token)))
 }
 
-impl AdminApp {
+impl AdminAuth {
     /// DNS-rebinding defence: `Host` must be an IP literal, `localhost` or an allowed name.
     /// A request without `Host` (no browser sends one) is let through.
     fn host_allowed(&self, host: Option<&http::HeaderValue>) -> bool {
@@ -107,11 +132,13 @@ impl AdminApp {
             || name == "localhost"
             || self.allowed_hosts.iter().any(|h| h == name)
     }
+}
 
-    /// `PURGE /path` (the site's host in `Host`), or `DELETE /cache` with `url=`, `prefix=`
-    /// (and optional `host=`), or nothing for everything.
-    async fn purge(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let Some(store) = &self.runtime.cache else {
+/// `PURGE /path` (the site's host in `Host`), or `DELETE /cache` with `url=`, `prefix=`
+/// (and optional `host=`), or nothing for everything.
+async fn purge(runtime: &Runtime, session: &mut ServerSession) -> Response<Vec<u8>> {
+    {
+        let Some(store) = &runtime.cache else {
             return text(StatusCode::NOT_FOUND, "no route caches\n");
         };
         let req = session.req_header();
@@ -171,16 +198,42 @@ impl AdminApp {
             json!({ "purged": n }).to_string().into_bytes(),
         )
     }
+}
 
-    /// Ready once every upstream has a healthy (or unchecked) backend.
-    fn ready(&self) -> bool {
-        self.runtime.upstreams.iter().all(|u| u.healthy_count() > 0)
+/// Ready once every upstream has a healthy (or unchecked) backend.
+fn ready(runtime: &Runtime) -> bool {
+    runtime.upstreams.iter().all(|u| u.healthy_count() > 0)
+}
+
+impl AdminApp {
+    /// `POST /reload`: 200 with the new generation, 400 for a bad file, 409 for a change that
+    /// needs the binary upgrade; the message names file, line and key.
+    async fn reload(&self) -> Response<Vec<u8>> {
+        match self.reloader.reload("POST /reload").await {
+            Ok(done) => json_response(json!({
+                "reloaded": true,
+                "generation": done.generation,
+                "sha256": done.hash,
+            })),
+            Err(e) => {
+                let status = match e {
+                    ReloadError::Invalid(_) => StatusCode::BAD_REQUEST,
+                    ReloadError::Refused(_) => StatusCode::CONFLICT,
+                    ReloadError::Unavailable => StatusCode::NOT_IMPLEMENTED,
+                };
+                text(status, &format!("{}\n", e.message()))
+            }
+        }
     }
 
-    fn status(&self) -> serde_json::Value {
+    fn status(&self, runtime: &Runtime) -> serde_json::Value {
         let now = crate::policy::now_us();
-        let upstreams: serde_json::Map<String, serde_json::Value> = self
-            .runtime
+        let config = self.reloader.live().status();
+        let loaded_unix = config
+            .loaded_at
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let upstreams: serde_json::Map<String, serde_json::Value> = runtime
             .upstreams
             .iter()
             .map(|u| {
@@ -211,8 +264,7 @@ impl AdminApp {
                 )
             })
             .collect();
-        let routes: Vec<_> = self
-            .runtime
+        let routes: Vec<_> = runtime
             .routes
             .iter()
             .map(|r| json!({ "name": &*r.name }))
@@ -220,10 +272,17 @@ impl AdminApp {
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "pid": std::process::id(),
-            "ready": self.ready(),
+            "ready": ready(runtime),
+            "config": {
+                "generation": config.generation,
+                "loaded_at": httpdate::fmt_http_date(config.loaded_at),
+                "loaded_at_unix": loaded_unix,
+                "sha256": config.hash,
+                "last_error": config.last_error,
+            },
             "routes": routes,
             "upstreams": upstreams,
-            "cache": self.runtime.cache.as_ref().map(|c| json!({
+            "cache": runtime.cache.as_ref().map(|c| json!({
                 "entries": c.entries(),
                 "bytes": c.bytes(),
                 "evictions": c.evictions(),

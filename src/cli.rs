@@ -11,8 +11,17 @@ use pingora_core::server::configuration::Opt;
     about = "AVX Gateway: an HTTP reverse proxy and API gateway"
 )]
 pub struct Cli {
+    /// What to do; without one, run the gateway.
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Configuration file.
-    #[arg(short, long, value_name = "FILE", default_value = "conf/gateway.yaml")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        value_name = "FILE",
+        default_value = "conf/gateway.yaml"
+    )]
     pub conf: String,
     /// Validate the configuration and exit (0 when valid).
     #[arg(short, long)]
@@ -26,6 +35,14 @@ pub struct Cli {
     /// Ignored; accepted so `cargo test` harness flags do not break the parser.
     #[arg(long, hide = true)]
     pub nocapture: bool,
+}
+
+/// Subcommands that talk to a running gateway.
+#[derive(clap::Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Reload the running gateway's config in-process (POST /reload on the admin listener
+    /// named in the file); exits non-zero with the reason when the reload fails or is refused.
+    Reload,
 }
 
 impl Cli {

@@ -1,15 +1,16 @@
 //! The compiled runtime model: what the hot path reads, built once from a validated [`Config`].
 
 use crate::access_log::AccessLog;
+use crate::admin::AdminAuth;
 use crate::cache::{CacheStore, RouteCache};
 use crate::compression::CompressionPolicy;
-use crate::config::{Config, ConfigError, ForwardedFor, KeyPath};
+use crate::config::{Config, ConfigError, ForwardedFor, KeyPath, RateLimitConfig, UpstreamConfig};
 use crate::edge::PathPolicy;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, MetricsHub};
 use crate::plugin::{PluginChain, Registry};
 use crate::policy::{RouteGuards, TrustedProxies};
 use crate::routing::{Action, RouteId, RouteTable};
-use crate::upstream::{HealthService, Mirror, Upstream, UpstreamId};
+use crate::upstream::{Mirror, Upstream, UpstreamId};
 use pingora_core::services::listening::ConnectionLimit;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -57,6 +58,10 @@ pub struct Runtime {
     pub connections: Arc<ConnectionLimit>,
     /// `X-Forwarded-Port` values of the listeners, rendered once.
     pub listener_ports: Box<[(u16, http::HeaderValue)]>,
+    /// The admin listener's credentials and allowed names (applied on reload).
+    pub admin: Option<AdminAuth>,
+    config: Arc<Config>,
+    idle_timeout_override: Option<Duration>,
 }
 
 /// Per-request downstream settings taken from `server:`.
@@ -89,33 +94,71 @@ impl Runtime {
         &self.upstreams[id.index()]
     }
 
-    /// Compiles the config; returns the runtime and the health-check services to run.
+    /// Compiles the config into a first runtime.
     pub fn build(
         config: &Config,
         registry: &Registry,
         idle_timeout_override: Option<Duration>,
-    ) -> Result<(Runtime, Vec<HealthService>), ConfigError> {
+    ) -> Result<Runtime, ConfigError> {
+        let runtime = Runtime::compile(config, registry, idle_timeout_override, None)?;
+        // Nothing else is live yet: scrapes may follow this one at once.
+        runtime.go_live();
+        Ok(runtime)
+    }
+
+    /// Compiles a reloaded config, keeping the state of `previous` that the change leaves
+    /// valid: unchanged upstreams (health, breaker, ejections, in-flight counts), unchanged
+    /// rate limits' buckets, the cache store, the metrics and the connection limit.
+    pub fn rebuild(
+        config: &Config,
+        registry: &Registry,
+        idle_timeout_override: Option<Duration>,
+        previous: &Runtime,
+    ) -> Result<Runtime, ConfigError> {
+        Runtime::compile(config, registry, idle_timeout_override, Some(previous))
+    }
+
+    fn compile(
+        config: &Config,
+        registry: &Registry,
+        idle_timeout_override: Option<Duration>,
+        previous: Option<&Runtime>,
+    ) -> Result<Runtime, ConfigError> {
         let mut upstreams = Vec::with_capacity(config.upstreams.len());
         let mut index = HashMap::with_capacity(config.upstreams.len());
-        let mut services = Vec::new();
         for (name, cfg) in &config.upstreams {
-            let (mut up, svc) = Upstream::build(name, cfg, idle_timeout_override)?;
-            up.per_worker_pools = !config.server.work_stealing;
+            let up = match previous
+                .and_then(|p| p.same_upstream(name, cfg, config, idle_timeout_override))
+            {
+                Some(kept) => kept,
+                None => {
+                    let mut up = Upstream::build(name, cfg, idle_timeout_override)?;
+                    up.per_worker_pools = !config.server.work_stealing;
+                    Arc::new(up)
+                }
+            };
             index.insert(name.as_str(), upstreams.len());
-            upstreams.push(Arc::new(up));
-            services.extend(svc);
+            upstreams.push(up);
         }
         let table = RouteTable::build(&config.routes)?;
-        let guards = crate::policy::build_route_guards(config)?;
+        let mut guards = crate::policy::build_route_guards(config)?;
+        if let Some(p) = previous {
+            p.keep_limits(config, &mut guards);
+        }
         let trusted_proxies =
             TrustedProxies::parse(&config.trusted_proxies).map_err(|(i, msg)| {
                 ConfigError::at(&KeyPath::root().key("trusted_proxies").index(i), msg)
             })?;
         let plugins = build_plugins(config, registry, &paths_policy(&config.server))?;
         let cache = if config.routes.iter().any(|r| r.cache.enabled) {
-            let store = CacheStore::build(&config.cache).map_err(|e| {
+            let at_cache = |e: pingora_error::BError| {
                 ConfigError::at(&KeyPath::root().key("cache"), format!("cache: {e}"))
-            })?;
+            };
+            let store = match previous.and_then(|p| p.cache.as_ref().map(|c| (c, &p.config.cache)))
+            {
+                Some((kept, old)) => kept.reconfigure(&config.cache, old).map_err(at_cache)?,
+                None => CacheStore::build(&config.cache).map_err(at_cache)?,
+            };
             Some(store)
         } else {
             None
@@ -130,9 +173,17 @@ impl Runtime {
             paths: paths_policy(s),
             forwarded_for: config.forwarded_for,
         };
-        let connections = ConnectionLimit::new(s.max_connections);
-        let metrics = Metrics::new(&table, &upstreams, cache.as_ref(), &connections)
-            .map_err(|e| ConfigError::at(&KeyPath::root(), format!("metrics: {e}")))?;
+        // Listeners hold the limit from start-up; `server.max_connections` needs an upgrade.
+        let connections = match previous {
+            Some(p) => p.connections.clone(),
+            None => ConnectionLimit::new(s.max_connections),
+        };
+        let hub = match previous {
+            Some(p) => p.metrics.hub().clone(),
+            None => MetricsHub::new(&connections)
+                .map_err(|e| ConfigError::at(&KeyPath::root(), format!("metrics: {e}")))?,
+        };
+        let metrics = Metrics::new(&hub, &table, &upstreams);
         let routes_path = KeyPath::root().key("routes");
         let upstream_id = |name: &str| index.get(name).copied().map(UpstreamId::new);
         let mut routes = Vec::with_capacity(config.routes.len());
@@ -170,39 +221,105 @@ impl Runtime {
                 mirror,
             });
         }
-        let access_log = match &config.access_log {
-            a if a.enabled => Some(Arc::new(
-                AccessLog::open(a, metrics.access_log_dropped().clone()).map_err(|e| {
-                    ConfigError::at(
-                        &KeyPath::root().key("access_log").key("path"),
-                        format!("cannot open {}: {e}", a.path),
-                    )
-                })?,
-            )),
-            _ => None,
+        let access_log = match previous {
+            Some(p) if p.config.access_log == config.access_log => p.access_log.clone(),
+            _ => open_access_log(config, &hub)?,
         };
-        Ok((
-            Runtime {
-                table,
-                any_compression: routes.iter().any(|r| r.compression.is_some()),
-                routes: routes.into(),
-                upstreams: upstreams.into(),
-                trusted_proxies,
-                cache,
-                downstream,
-                metrics,
-                access_log,
-                connections,
-                listener_ports: config
-                    .listeners
-                    .iter()
-                    .filter_map(|l| l.address.parse::<std::net::SocketAddr>().ok())
-                    .map(|a| (a.port(), http::HeaderValue::from(a.port())))
-                    .collect(),
-            },
-            services,
-        ))
+        Ok(Runtime {
+            table,
+            any_compression: routes.iter().any(|r| r.compression.is_some()),
+            routes: routes.into(),
+            upstreams: upstreams.into(),
+            trusted_proxies,
+            cache,
+            downstream,
+            metrics,
+            access_log,
+            connections,
+            listener_ports: config
+                .listeners
+                .iter()
+                .filter_map(|l| l.address.parse::<std::net::SocketAddr>().ok())
+                .map(|a| (a.port(), http::HeaderValue::from(a.port())))
+                .collect(),
+            admin: config.admin.as_ref().map(AdminAuth::new),
+            config: Arc::new(config.clone()),
+            idle_timeout_override,
+        })
     }
+
+    /// Makes this runtime the one scrapes follow.
+    pub fn go_live(&self) {
+        self.metrics.go_live(&self.upstreams, self.cache.as_ref());
+    }
+
+    /// The config this runtime was compiled from.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// This runtime's upstream `name`, when a reload may keep it: same config, same pool
+    /// settings, same idle-timeout override.
+    fn same_upstream(
+        &self,
+        name: &str,
+        cfg: &UpstreamConfig,
+        config: &Config,
+        idle_timeout_override: Option<Duration>,
+    ) -> Option<Arc<Upstream>> {
+        let unchanged = self.config.upstreams.get(name) == Some(cfg)
+            && self.config.server.work_stealing == config.server.work_stealing
+            && self.idle_timeout_override == idle_timeout_override;
+        if !unchanged {
+            return None;
+        }
+        self.upstreams.iter().find(|u| &*u.name == name).cloned()
+    }
+
+    /// Carries the buckets (and in-flight counts) of routes whose limit a reload left as it
+    /// was over to `guards`, so a client cannot reset its allowance by waiting for a reload.
+    fn keep_limits(&self, config: &Config, guards: &mut [RouteGuards]) {
+        for (i, (r, g)) in config.routes.iter().zip(guards.iter_mut()).enumerate() {
+            let Some(j) = self.config.routes.iter().position(|o| o.name == r.name) else {
+                continue;
+            };
+            let old = &self.route(RouteId::new(j)).guards;
+            let (now_cfg, old_cfg) = (effective_limit(config, i), effective_limit(&self.config, j));
+            if let (Some(new), Some(kept), true) = (&mut g.rate, &old.rate, now_cfg == old_cfg) {
+                new.limiter = kept.limiter.clone();
+            }
+            if r.max_in_flight == self.config.routes[j].max_in_flight {
+                g.in_flight.clone_from(&old.in_flight);
+            }
+        }
+    }
+}
+
+/// The `rate_limit:` that applies to route `i`: its own, or the global default.
+fn effective_limit(config: &Config, i: usize) -> Option<&RateLimitConfig> {
+    config
+        .routes
+        .get(i)?
+        .rate_limit
+        .as_ref()
+        .or(config.rate_limit.as_ref())
+}
+
+fn open_access_log(
+    config: &Config,
+    hub: &MetricsHub,
+) -> Result<Option<Arc<AccessLog>>, ConfigError> {
+    let a = &config.access_log;
+    if !a.enabled {
+        return Ok(None);
+    }
+    let log = AccessLog::open(a, hub.access_log_dropped().clone()).map_err(|e| {
+        ConfigError::at(
+            &KeyPath::root().key("access_log").key("path"),
+            format!("cannot open {}: {e}", a.path),
+        )
+    })?;
+    Ok(Some(Arc::new(log)))
 }
 
 fn paths_policy(s: &crate::config::ServerSection) -> PathPolicy {

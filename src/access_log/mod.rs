@@ -12,10 +12,9 @@ mod service;
 mod writer;
 
 pub use format::LogEntry;
-pub(crate) use service::ignore_sigusr1;
+pub use service::{build as service, CurrentLog};
 
 use crate::config::{AccessLogConfig, AccessLogFormat};
-use pingora_core::services::ServiceWithDependents;
 use prometheus::IntCounter;
 use std::io;
 use std::sync::atomic::Ordering;
@@ -115,11 +114,6 @@ impl AccessLog {
         } else {
             log::warn!("access log: writer still busy at exit; recent lines may be lost");
         }
-    }
-
-    /// The Pingora background service that starts the writer and handles SIGUSR1.
-    pub fn service(self: &Arc<Self>) -> Box<dyn ServiceWithDependents> {
-        service::build(self.clone())
     }
 }
 

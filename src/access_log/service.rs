@@ -14,11 +14,16 @@ use pingora_core::services::ServiceWithDependents;
 use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
 
-struct AccessLogService(Arc<AccessLog>);
+/// The live runtime's access log, if any (it changes when a reload changes `access_log:`).
+pub type CurrentLog = Box<dyn Fn() -> Option<Arc<AccessLog>> + Send + Sync>;
 
-/// Wraps the log in a Pingora background service.
-pub(super) fn build(log: Arc<AccessLog>) -> Box<dyn ServiceWithDependents> {
-    let mut svc = background_service("access log", AccessLogService(log));
+struct AccessLogService(CurrentLog);
+
+/// Wraps the log in a Pingora background service: starts the writer of the log live at start
+/// and turns SIGUSR1 into a reopen of the log live then. Without a log, SIGUSR1 (sent by a
+/// logrotate `postrotate`) is still caught, because its default action would terminate us.
+pub fn build(current: CurrentLog) -> Box<dyn ServiceWithDependents> {
+    let mut svc = background_service("access log", AccessLogService(current));
     svc.threads = Some(1);
     Box::new(svc)
 }
@@ -26,9 +31,8 @@ pub(super) fn build(log: Arc<AccessLog>) -> Box<dyn ServiceWithDependents> {
 #[async_trait]
 impl BackgroundService for AccessLogService {
     async fn start(&self, _shutdown: ShutdownWatch) {
-        if let Err(e) = self.0.start() {
+        if let Some(Err(e)) = (self.0)().map(|log| log.start()) {
             log::error!("access log: cannot start the writer thread: {e}");
-            return;
         }
         let mut usr1 = match signal(SignalKind::user_defined1()) {
             Ok(s) => s,
@@ -39,29 +43,9 @@ impl BackgroundService for AccessLogService {
         };
         // Keeps listening through the shutdown grace period: rotation may happen then too.
         while usr1.recv().await.is_some() {
-            self.0.reopen();
-        }
-    }
-}
-
-/// Without an access log, SIGUSR1 (sent by a logrotate `postrotate`) must not terminate the
-/// gateway, which is the signal's default action: listen for it and do nothing.
-pub(crate) fn ignore_sigusr1() -> Box<dyn ServiceWithDependents> {
-    let mut svc = background_service("sigusr1", IgnoreUsr1);
-    svc.threads = Some(1);
-    Box::new(svc)
-}
-
-struct IgnoreUsr1;
-
-#[async_trait]
-impl BackgroundService for IgnoreUsr1 {
-    async fn start(&self, _shutdown: ShutdownWatch) {
-        let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
-            return;
-        };
-        while usr1.recv().await.is_some() {
-            log::info!("SIGUSR1 ignored: no access log to reopen");
+            if let Some(log) = (self.0)() {
+                log.reopen();
+            }
         }
     }
 }

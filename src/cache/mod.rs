@@ -64,6 +64,46 @@ impl CacheStore {
         })
     }
 
+    /// The same store under a reloaded `cache:`: entries, their index and the miss lock are
+    /// kept; `max_bytes` applies to the next admissions, and a new `max_size` moves every
+    /// entry's LRU record into a new eviction manager (the old one stays with the requests in
+    /// flight, and is leaked like the first).
+    pub fn reconfigure(
+        &self,
+        cfg: &CacheConfig,
+        old: &CacheConfig,
+    ) -> pingora_error::Result<CacheStore> {
+        let mut next = CacheStore::build_settings(self, cfg)?;
+        if cfg.max_size != old.max_size {
+            let per_shard = (cfg.max_size / LRU_SHARDS).max(1);
+            let eviction = lru::Manager::<LRU_SHARDS>::with_capacity_and_watermark(
+                cfg.max_bytes,
+                per_shard,
+                Some(cfg.max_size),
+            );
+            for shard in 0..self.eviction.shards() {
+                eviction.deserialize_shard(&self.eviction.serialize_shard(shard)?)?;
+            }
+            next.eviction = Box::leak(Box::new(eviction));
+        } else {
+            self.eviction.set_weight_limit(cfg.max_bytes);
+        }
+        Ok(next)
+    }
+
+    fn build_settings(base: &CacheStore, cfg: &CacheConfig) -> pingora_error::Result<CacheStore> {
+        Ok(CacheStore {
+            max_object_bytes: cfg.max_object_bytes,
+            ttl_cap: Duration::from_secs(cfg.ttl_seconds),
+            targeted: HeaderName::from_bytes(cfg.targeted_cache_control.as_bytes()).or_err(
+                pingora_error::ErrorType::InternalError,
+                "cache.targeted_cache_control is not a header name",
+            )?,
+            lock_timeout: Duration::from_millis(cfg.lock_timeout_ms),
+            ..base.clone()
+        })
+    }
+
     /// Turns the cache on for this request.
     pub fn enable(&self, cache: &mut pingora_cache::HttpCache) {
         let mut overrides = pingora_cache::CacheOptionOverrides::default();

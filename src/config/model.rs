@@ -55,7 +55,7 @@ pub struct Config {
 /// Off by default: the default destination is stdout, which under systemd is the journal, and
 /// silently sending every request there costs CPU and floods (and rate-limits) the journal.
 /// Turning it on is one line, with a file path for real traffic.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AccessLogConfig {
     /// Write the access log.
@@ -100,7 +100,7 @@ pub enum AccessLogFormat {
 }
 
 /// `cache:`: the in-memory store shared by every caching route.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
     /// Most entries kept; the least recently used are evicted beyond it.
@@ -209,7 +209,7 @@ pub struct CompressionConfig {
 }
 
 /// `server:`: process-wide settings handed to Pingora.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSection {
     /// Worker threads for the proxy service.
@@ -257,6 +257,10 @@ pub struct ServerSection {
     pub path_semicolons: PathSemicolons,
     /// Connections held open at once; more are closed at accept.
     pub max_connections: usize,
+    /// Reload in-process when the config file changes (inotify on its directory).
+    pub watch_config: bool,
+    /// Quiet time after the last change before `watch_config` reloads.
+    pub watch_debounce_ms: u64,
 }
 
 impl Default for ServerSection {
@@ -284,12 +288,14 @@ impl Default for ServerSection {
             escaped_slashes: EscapedSlashes::Reject,
             path_semicolons: PathSemicolons::Reject,
             max_connections: 10_000,
+            watch_config: false,
+            watch_debounce_ms: 500,
         }
     }
 }
 
 /// `listeners[]`: one public listening socket.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
     /// `ip:port` to bind.
@@ -303,7 +309,7 @@ pub struct ListenerConfig {
 }
 
 /// `listeners[].tls`: certificate and key files (PEM).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerTls {
     /// Certificate chain, PEM.
@@ -316,7 +322,7 @@ pub struct ListenerTls {
 }
 
 /// `admin:`: the admin listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// `ip:port` to bind; loopback by default.
@@ -340,7 +346,7 @@ fn yes() -> bool {
 }
 
 /// `upstreams.NAME`: a pool of backends.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// The backends.
@@ -376,7 +382,7 @@ pub struct UpstreamConfig {
 }
 
 /// `upstreams.NAME.circuit_breaker`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CircuitBreakerConfig {
     /// Consecutive failures that open the circuit (0 disables this trigger).
@@ -410,7 +416,7 @@ impl Default for CircuitBreakerConfig {
 }
 
 /// `upstreams.NAME.passive_health`: outlier ejection from live traffic.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PassiveHealthConfig {
     /// Turn passive ejection on or off.
@@ -436,7 +442,7 @@ impl Default for PassiveHealthConfig {
 }
 
 /// `rate_limit:` (global default) and `routes[].rate_limit`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// Sustained rate per key.
@@ -480,7 +486,7 @@ fn default_retries() -> usize {
 }
 
 /// `upstreams.NAME.servers[]`: one backend.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// `ip:port` of the backend.
@@ -510,7 +516,7 @@ pub enum LoadBalancing {
 }
 
 /// `upstreams.NAME.health_check`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckConfig {
     /// `http` or `tcp`.
@@ -570,7 +576,7 @@ pub enum HealthCheckKind {
 }
 
 /// `upstreams.NAME.connection_pool`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConnectionPoolConfig {
     /// Idle connections kept for reuse (added to the process-wide pool size).
@@ -589,7 +595,7 @@ impl Default for ConnectionPoolConfig {
 }
 
 /// `upstreams.NAME.timeouts`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TimeoutsConfig {
     /// TCP (and TLS) connect timeout.
@@ -611,7 +617,7 @@ impl Default for TimeoutsConfig {
 }
 
 /// `upstreams.NAME.tls`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTls {
     /// SNI and the name the certificate is verified against.

@@ -1,12 +1,13 @@
 //! Response-cache series: lookups by outcome (counted per request), and evictions, entries and
 //! bytes (read from the store at scrape time).
 
-use super::scrape::{family, gauge_metric};
+use super::scrape::{family, gauge_metric, LiveSources};
 use crate::cache::CacheStore;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Counter, Metric, MetricFamily, MetricType};
 use prometheus::{IntCounter, Registry};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// A cache lookup's outcome, for [`Metrics::record_cache`](super::Metrics::record_cache).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +31,7 @@ impl CacheSeries {
     /// Creates the series (and the scrape-time size collector) and registers them.
     pub(super) fn register(
         registry: &Registry,
-        store: Option<&CacheStore>,
+        sources: Arc<LiveSources>,
     ) -> prometheus::Result<CacheSeries> {
         let s = CacheSeries {
             hits: IntCounter::new(
@@ -49,7 +50,7 @@ impl CacheSeries {
         registry.register(Box::new(s.hits.clone()))?;
         registry.register(Box::new(s.misses.clone()))?;
         registry.register(Box::new(s.stale.clone()))?;
-        registry.register(Box::new(StoreCollector::new(store.cloned())?))?;
+        registry.register(Box::new(StoreCollector::new(sources)?))?;
         Ok(s)
     }
 
@@ -65,18 +66,18 @@ impl CacheSeries {
 
 /// Reads the store's size and eviction count at scrape time (zero when there is no cache).
 struct StoreCollector {
-    store: Option<CacheStore>,
+    sources: Arc<LiveSources>,
     evictions: Desc,
     entries: Desc,
     bytes: Desc,
 }
 
 impl StoreCollector {
-    fn new(store: Option<CacheStore>) -> prometheus::Result<StoreCollector> {
+    fn new(sources: Arc<LiveSources>) -> prometheus::Result<StoreCollector> {
         let desc =
             |name: &str, help: &str| Desc::new(name.into(), help.into(), vec![], HashMap::new());
         Ok(StoreCollector {
-            store,
+            sources,
             evictions: desc(
                 "avx_cache_evictions_total",
                 "Entries evicted from the cache to make room.",
@@ -96,7 +97,8 @@ impl Collector for StoreCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let (evictions, entries, bytes) = self.store.as_ref().map_or((0, 0, 0), |s| {
+        let store = self.sources.cache.load();
+        let (evictions, entries, bytes) = store.as_deref().map_or((0, 0, 0), |s: &CacheStore| {
             (s.evictions(), s.entries() as u64, s.bytes() as u64)
         });
         let mut c = Counter::default();

@@ -25,28 +25,62 @@ use crate::routing::{RouteId, RouteTable};
 use crate::upstream::{Upstream, UpstreamId};
 use http::Method;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry,
 };
 use route::{RouteFamilies, RouteSlot};
+use scrape::LiveSources;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Content type of the text exposition served on the admin `/metrics`.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 
-/// All of the gateway's series, built once from the compiled config.
-pub struct Metrics {
+/// The process's registry and every series family: built once and kept across reloads, so
+/// counters never reset when the config changes.
+pub struct MetricsHub {
     registry: Registry,
     route_families: RouteFamilies,
-    /// One slot per route, in config order, plus a last one for unmatched requests.
-    routes: Box<[RouteSlot]>,
-    upstream_duration: Box<[Histogram]>,
+    upstream_duration: HistogramVec,
     cache: cache::CacheSeries,
     compression: compression::CompressionSeries,
     access_log_dropped: IntCounter,
     consumer_requests: IntCounterVec,
     mirror_requests: IntCounterVec,
+    reloads: IntCounterVec,
+    generation: IntGauge,
+    loaded_at: Gauge,
+    sources: Arc<LiveSources>,
+}
+
+/// One runtime's view of the hub: its routes' and upstreams' series, resolved once.
+pub struct Metrics {
+    hub: Arc<MetricsHub>,
+    /// One slot per route, in config order, plus a last one for unmatched requests.
+    routes: Box<[RouteSlot]>,
+    upstream_duration: Box<[Histogram]>,
+}
+
+/// How a config reload ended, the `result` label of `avx_config_reloads_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadResult {
+    /// The new config is live.
+    Ok,
+    /// The file did not load or validate; the old config keeps serving.
+    Error,
+    /// The change needs a binary upgrade (listeners, workers, ...); nothing changed.
+    Refused,
+}
+
+impl ReloadResult {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadResult::Ok => "ok",
+            ReloadResult::Error => "error",
+            ReloadResult::Refused => "refused",
+        }
+    }
 }
 
 /// What the proxy observed about one finished request.
@@ -78,23 +112,15 @@ impl Drop for RouteInFlight {
     }
 }
 
-impl Metrics {
-    /// Builds and registers every series for these routes, upstreams and cache store.
+impl MetricsHub {
+    /// Creates the registry and registers every series family.
     pub fn new(
-        routes: &RouteTable,
-        upstreams: &[Arc<Upstream>],
-        cache: Option<&CacheStore>,
         connections: &Arc<pingora_core::services::listening::ConnectionLimit>,
-    ) -> prometheus::Result<Metrics> {
+    ) -> prometheus::Result<Arc<MetricsHub>> {
         let registry = Registry::new();
         let route_families = RouteFamilies::register(&registry)?;
-        let routes = routes
-            .routes()
-            .iter()
-            .map(|r| RouteSlot::new(r.name.clone()))
-            .chain(std::iter::once(RouteSlot::new("".into())))
-            .collect();
-        let upstream_vec = HistogramVec::new(
+        let sources = Arc::new(LiveSources::default());
+        let upstream_duration = HistogramVec::new(
             HistogramOpts::new(
                 "avx_upstream_duration_seconds",
                 "Upstream latency: from the first connect attempt to the upstream's response header.",
@@ -102,12 +128,8 @@ impl Metrics {
             .buckets(LATENCY_BUCKETS.to_vec()),
             &["upstream"],
         )?;
-        registry.register(Box::new(upstream_vec.clone()))?;
-        let upstream_duration = upstreams
-            .iter()
-            .map(|u| upstream_vec.with_label_values(&[&u.name]))
-            .collect();
-        registry.register(Box::new(scrape::UpstreamCollector::new(upstreams)?))?;
+        registry.register(Box::new(upstream_duration.clone()))?;
+        registry.register(Box::new(scrape::UpstreamCollector::new(sources.clone())?))?;
         registry.register(Box::new(scrape::ConnectionCollector::new(
             connections.clone(),
         )?))?;
@@ -132,20 +154,109 @@ impl Metrics {
             &["route", "result"],
         )?;
         registry.register(Box::new(mirror_requests.clone()))?;
-        let metrics = Metrics {
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "avx_config_reloads_total",
+                "In-process config reloads by result: ok, error (bad file), refused (needs an upgrade).",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(reloads.clone()))?;
+        // Every result at zero from the start, so alerts on increase() see the first failure.
+        for r in [ReloadResult::Ok, ReloadResult::Error, ReloadResult::Refused] {
+            reloads.with_label_values(&[r.as_str()]);
+        }
+        let generation = IntGauge::new(
+            "avx_config_generation",
+            "Generation of the live config: 1 at start, +1 per successful reload.",
+        )?;
+        registry.register(Box::new(generation.clone()))?;
+        let loaded_at = Gauge::new(
+            "avx_config_loaded_timestamp_seconds",
+            "Unix time at which the live config was loaded.",
+        )?;
+        registry.register(Box::new(loaded_at.clone()))?;
+        let hub = MetricsHub {
             mirror_requests,
             consumer_requests,
-            cache: cache::CacheSeries::register(&registry, cache)?,
+            cache: cache::CacheSeries::register(&registry, sources.clone())?,
             compression: compression::CompressionSeries::register(&registry)?,
             registry,
             route_families,
-            routes,
             upstream_duration,
             access_log_dropped,
+            reloads,
+            generation,
+            loaded_at,
+            sources,
         };
-        process::register_build_info(&metrics.registry)?;
-        process::register_process(&metrics.registry)?;
-        Ok(metrics)
+        process::register_build_info(&hub.registry)?;
+        process::register_process(&hub.registry)?;
+        Ok(Arc::new(hub))
+    }
+
+    /// Counts one reload attempt.
+    pub fn record_reload(&self, result: ReloadResult) {
+        self.reloads.with_label_values(&[result.as_str()]).inc();
+    }
+
+    /// Sets the live config's generation and load time (seconds since the Unix epoch).
+    pub fn set_config(&self, generation: u64, loaded_at_unix: f64) {
+        self.generation.set(generation as i64);
+        self.loaded_at.set(loaded_at_unix);
+    }
+
+    /// The counter of access log lines dropped under back-pressure.
+    pub fn access_log_dropped(&self) -> &IntCounter {
+        &self.access_log_dropped
+    }
+
+    /// The registry holding every series (for embedding or custom exposition).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The text exposition of every series (served with [`CONTENT_TYPE`]).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(16 * 1024);
+        if let Err(e) = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            log::error!("encoding metrics: {e}");
+        }
+        buf
+    }
+}
+
+impl Metrics {
+    /// Resolves the series of these routes and upstreams in the hub.
+    pub fn new(hub: &Arc<MetricsHub>, routes: &RouteTable, upstreams: &[Arc<Upstream>]) -> Metrics {
+        let routes = routes
+            .routes()
+            .iter()
+            .map(|r| RouteSlot::new(r.name.clone()))
+            .chain(std::iter::once(RouteSlot::new("".into())))
+            .collect();
+        let upstream_duration = upstreams
+            .iter()
+            .map(|u| hub.upstream_duration.with_label_values(&[&u.name]))
+            .collect();
+        Metrics {
+            hub: hub.clone(),
+            routes,
+            upstream_duration,
+        }
+    }
+
+    /// Points the scrape-time series at this runtime's upstreams and cache store; called when
+    /// the runtime goes live.
+    pub fn go_live(&self, upstreams: &[Arc<Upstream>], cache: Option<&CacheStore>) {
+        let sources = &self.hub.sources;
+        sources.upstreams.store(Arc::new(upstreams.to_vec()));
+        sources.cache.store(cache.cloned().map(Arc::new));
+    }
+
+    /// The process-wide hub these series live in.
+    pub fn hub(&self) -> &Arc<MetricsHub> {
+        &self.hub
     }
 
     fn slot(&self, route: Option<RouteId>) -> &RouteSlot {
@@ -158,7 +269,7 @@ impl Metrics {
     pub fn enter_route(&self, route: RouteId) -> RouteInFlight {
         let gauge = &self
             .slot(Some(route))
-            .series(&self.route_families)
+            .series(&self.hub.route_families)
             .in_flight;
         gauge.inc();
         RouteInFlight(gauge.clone())
@@ -167,7 +278,7 @@ impl Metrics {
     /// Records one finished request: its count, latency, error kind and upstream latency.
     pub fn record(&self, s: &RequestSample<'_>) {
         let slot = self.slot(s.route);
-        let f = &self.route_families;
+        let f = &self.hub.route_families;
         let series = slot.series(f);
         let method = labels::method_index(s.method);
         let class = labels::status_class_index(s.status);
@@ -191,14 +302,15 @@ impl Metrics {
     /// for the label lookup.
     pub fn record_consumer(&self, route: Option<RouteId>, consumer: &str) {
         let slot = self.slot(route);
-        self.consumer_requests
+        self.hub
+            .consumer_requests
             .with_label_values(&[slot.name(), consumer])
             .inc();
     }
 
     /// The outcome counters of a route's mirror, resolved once when the runtime is built.
     pub fn mirror_counters(&self, route: &str) -> crate::upstream::MirrorCounters {
-        let c = |result: &str| self.mirror_requests.with_label_values(&[route, result]);
+        let c = |result: &str| self.hub.mirror_requests.with_label_values(&[route, result]);
         crate::upstream::MirrorCounters {
             sent: c("sent"),
             dropped: c("dropped"),
@@ -208,36 +320,22 @@ impl Metrics {
 
     /// Counts one cache lookup's outcome.
     pub fn record_cache(&self, event: CacheEvent) {
-        self.cache.record(event);
+        self.hub.cache.record(event);
     }
 
     /// Adds one compressed response's body bytes before and after compression.
     pub fn record_compression(&self, algorithm: &str, bytes_in: u64, bytes_out: u64) {
-        self.compression.record(algorithm, bytes_in, bytes_out);
+        self.hub.compression.record(algorithm, bytes_in, bytes_out);
     }
 
     /// Counts a decompressed response cut off at `max_decompressed_bytes` (or as corrupt).
     pub fn record_decompression_cut(&self) {
-        self.compression.record_cut();
-    }
-
-    /// The counter of access log lines dropped under back-pressure.
-    pub fn access_log_dropped(&self) -> &IntCounter {
-        &self.access_log_dropped
-    }
-
-    /// The registry holding every series (for embedding or custom exposition).
-    pub fn registry(&self) -> &Registry {
-        &self.registry
+        self.hub.compression.record_cut();
     }
 
     /// The text exposition of every series (served with [`CONTENT_TYPE`]).
     pub fn encode(&self) -> Vec<u8> {
-        let mut buf = Vec::with_capacity(16 * 1024);
-        if let Err(e) = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
-            log::error!("encoding metrics: {e}");
-        }
-        buf
+        self.hub.encode()
     }
 }
 
@@ -259,7 +357,7 @@ routes:
 "#,
         )
         .unwrap();
-        Runtime::build(&cfg, &Default::default(), None).unwrap().0
+        Runtime::build(&cfg, &Default::default(), None).unwrap()
     }
 
     fn text(m: &Metrics) -> String {

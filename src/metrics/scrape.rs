@@ -3,8 +3,10 @@
 //!
 //! Nothing is recorded on the request path for these; a scrape reads the current values.
 
+use crate::cache::CacheStore;
 use crate::policy::now_us;
 use crate::upstream::Upstream;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use pingora_core::services::listening::ConnectionLimit;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
@@ -12,9 +14,19 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+/// What the scrape-time collectors read: the live runtime's upstreams and cache store,
+/// replaced when a reload goes live (the registry and its collectors outlive it).
+#[derive(Default)]
+pub(super) struct LiveSources {
+    /// The upstream pools of the live runtime.
+    pub(super) upstreams: ArcSwap<Vec<Arc<Upstream>>>,
+    /// The live cache store, when a route caches.
+    pub(super) cache: ArcSwapOption<CacheStore>,
+}
+
 /// Reads breaker and backend state from the upstream pools at scrape time.
 pub(super) struct UpstreamCollector {
-    upstreams: Vec<Arc<Upstream>>,
+    sources: Arc<LiveSources>,
     breaker_state: Desc,
     breaker_transitions: Desc,
     backend_healthy: Desc,
@@ -33,9 +45,9 @@ fn desc(name: &str, help: &str, labels: &[&str]) -> prometheus::Result<Desc> {
 
 impl UpstreamCollector {
     /// A collector over these pools.
-    pub(super) fn new(upstreams: &[Arc<Upstream>]) -> prometheus::Result<UpstreamCollector> {
+    pub(super) fn new(sources: Arc<LiveSources>) -> prometheus::Result<UpstreamCollector> {
         Ok(UpstreamCollector {
-            upstreams: upstreams.to_vec(),
+            sources,
             breaker_state: desc(
                 "avx_circuit_breaker_state",
                 "Circuit breaker state per upstream: 0 closed, 1 half-open, 2 open.",
@@ -80,7 +92,8 @@ impl Collector for UpstreamCollector {
         let now = now_us();
         let (mut state, mut transitions) = (Vec::new(), Vec::new());
         let (mut healthy, mut ejected, mut in_flight) = (Vec::new(), Vec::new(), Vec::new());
-        for up in &self.upstreams {
+        let upstreams = self.sources.upstreams.load();
+        for up in upstreams.iter() {
             if let Some(b) = &up.breaker {
                 let l = || labels(&[("upstream", &up.name)]);
                 state.push(gauge_metric(l(), b.state() as u8 as f64));

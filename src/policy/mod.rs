@@ -49,7 +49,7 @@ impl TryFrom<String> for LimitKey {
 /// A compiled `rate_limit:` for one route.
 pub struct RoutePolicy {
     /// The bucket table.
-    pub limiter: RateLimiter,
+    pub limiter: std::sync::Arc<RateLimiter>,
     /// What the buckets are keyed on.
     pub key: LimitKey,
     /// Status for rejected requests.
@@ -74,7 +74,11 @@ impl RoutePolicy {
                 .map_err(|_| ConfigError::at(path, "cannot render rate-limit header"))
         };
         Ok(RoutePolicy {
-            limiter: RateLimiter::new(cfg.requests_per_second, cfg.burst, cfg.slots),
+            limiter: std::sync::Arc::new(RateLimiter::new(
+                cfg.requests_per_second,
+                cfg.burst,
+                cfg.slots,
+            )),
             key,
             status: cfg.status,
             headers: cfg.headers,
@@ -108,7 +112,7 @@ pub struct RouteGuards {
     /// The route's own `rate_limit`, or the global default.
     pub rate: Option<RoutePolicy>,
     /// `max_in_flight`.
-    pub in_flight: Option<ConcurrencyLimit>,
+    pub in_flight: Option<std::sync::Arc<ConcurrencyLimit>>,
 }
 
 /// Compiles every route's guards, in route order.
@@ -129,7 +133,9 @@ pub fn build_route_guards(config: &Config) -> Result<Vec<RouteGuards>, ConfigErr
             };
             Ok(RouteGuards {
                 rate,
-                in_flight: r.max_in_flight.map(ConcurrencyLimit::new),
+                in_flight: r
+                    .max_in_flight
+                    .map(|n| std::sync::Arc::new(ConcurrencyLimit::new(n))),
             })
         })
         .collect()

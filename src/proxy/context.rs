@@ -4,13 +4,17 @@ use crate::metrics::RouteInFlight;
 use crate::plugin::Consumer;
 use crate::policy::{ConcurrencyGuard, Decision};
 use crate::routing::RouteId;
+use crate::runtime::Runtime;
 use crate::upstream::{Admission, InflightGuard, UpstreamId};
 use http::HeaderValue;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The proxy's per-request context (`ProxyHttp::CTX`).
 pub struct RequestCtx {
+    /// The runtime live when the request started; it finishes on it whatever reloads happen.
+    pub runtime: Arc<Runtime>,
     /// When the request arrived.
     pub started: Instant,
     /// The matched route.
@@ -153,9 +157,10 @@ impl Rejection {
 }
 
 impl RequestCtx {
-    /// A context for a new request.
-    pub fn new() -> Self {
+    /// A context for a new request served by `runtime`.
+    pub fn new(runtime: Arc<Runtime>) -> Self {
         RequestCtx {
+            runtime,
             started: Instant::now(),
             route: None,
             upstream: None,
@@ -197,11 +202,6 @@ impl RequestCtx {
     }
 }
 
-impl Default for RequestCtx {
-    fn default() -> Self {
-        Self::new()
-    }
-}
 #[cfg(test)]
 mod tests {
     #[test]

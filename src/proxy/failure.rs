@@ -137,7 +137,16 @@ mod tests {
             ErrorSource::Downstream => Error::new_down(etype),
             _ => Error::new_in(etype),
         };
-        Failure::of(&e, &RequestCtx::new())
+        Failure::of(&e, &RequestCtx::new(runtime()))
+    }
+
+    fn runtime() -> std::sync::Arc<crate::runtime::Runtime> {
+        let yaml = "listeners: [{ address: 127.0.0.1:18998 }]\n\
+            upstreams: { b: { servers: [{ address: 127.0.0.1:3000 }] } }\n\
+            routes: [{ name: r, match: { path_prefix: / }, upstream: b }]\n";
+        let cfg = crate::config::Config::from_yaml_str(yaml).expect("valid yaml");
+        let built = crate::runtime::Runtime::build(&cfg, &Default::default(), None);
+        std::sync::Arc::new(built.expect("builds"))
     }
 
     #[test]

@@ -22,6 +22,7 @@ use failure::Failure;
 pub use forwarding::{X_REQUEST_ID, X_REQUEST_ID_NAME};
 
 use crate::plugin::ReplyKind;
+use crate::reload::LiveRuntime;
 use crate::routing::Action;
 use crate::runtime::Runtime;
 use crate::upstream::{HashKey, Upstream};
@@ -38,18 +39,19 @@ use std::sync::Arc;
 
 /// The gateway's proxy logic, shared by every listener.
 pub struct GatewayProxy {
-    runtime: Arc<Runtime>,
+    live: Arc<LiveRuntime>,
 }
 
 impl GatewayProxy {
-    /// A proxy over a compiled runtime.
-    pub fn new(runtime: Arc<Runtime>) -> Self {
-        GatewayProxy { runtime }
+    /// A proxy over the live runtime (each request keeps the one live when it started).
+    pub fn new(live: Arc<LiveRuntime>) -> Self {
+        GatewayProxy { live }
     }
+}
 
-    fn upstream(&self, ctx: &RequestCtx) -> Option<&Arc<Upstream>> {
-        ctx.upstream.map(|u| self.runtime.upstream(u))
-    }
+/// The upstream the request was placed on.
+fn upstream_of<'a>(rt: &'a Runtime, ctx: &RequestCtx) -> Option<&'a Arc<Upstream>> {
+    ctx.upstream.map(|u| rt.upstream(u))
 }
 
 #[async_trait]
@@ -57,7 +59,7 @@ impl ProxyHttp for GatewayProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new()
+        RequestCtx::new(self.live.load())
     }
 
     async fn early_request_filter(
@@ -65,41 +67,43 @@ impl ProxyHttp for GatewayProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        downstream::configure(session, &self.runtime.downstream);
+        let rt = Arc::clone(&ctx.runtime);
+        downstream::configure(session, &rt.downstream);
         ctx.request_id = Some(request_id::resolve(
             session.req_header().headers.get(&X_REQUEST_ID),
         ));
-        forwarding::identify_client(&self.runtime, session, ctx);
-        if let Err(reason) = admission::admit(session, ctx, &self.runtime.downstream.paths) {
+        forwarding::identify_client(&rt, session, ctx);
+        if let Err(reason) = admission::admit(session, ctx, &rt.downstream.paths) {
             ctx.refused = Some(reason);
             return Ok(());
         }
         // Routing happens here, before Pingora's compression module reads the request, because
         // the route decides whether (and how) to compress.
-        ctx.route = admission::find_route(&self.runtime, session, ctx);
-        ctx.route_inflight = ctx.route.map(|r| self.runtime.metrics.enter_route(r));
-        compressing::prepare_compression(&self.runtime, session, ctx);
+        ctx.route = admission::find_route(&rt, session, ctx);
+        ctx.route_inflight = ctx.route.map(|r| rt.metrics.enter_route(r));
+        compressing::prepare_compression(&rt, session, ctx);
         Ok(())
     }
 
     fn init_downstream_modules(&self, modules: &mut HttpModules) {
         // Present but off; `compressing::prepare_compression` turns it on per route. Left out
         // when no route compresses: the module costs an allocation and a call per phase.
-        if self.runtime.any_compression {
+        if self.live.compression_module() {
             modules.add_module(ResponseCompressionBuilder::enable(0));
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let rt = Arc::clone(&ctx.runtime);
         compressing::restore_accept_encoding(session, ctx);
-        let r = match admission::route(&self.runtime, session, ctx) {
+        let r = match admission::route(&rt, session, ctx) {
             Ok(r) => r,
             Err(refusal) => {
                 respond::refusal(session, ctx, refusal).await?;
                 return Ok(true);
             }
         };
-        let rt = &self.runtime;
+        let rt = &rt;
         let early = plugins::request(rt, r, plugins::Stage::BeforeLimit, session, ctx).await;
         // A refused login is charged to a per-client limit (a `consumer` key falls back to
         // the client IP), so guessing is limited; other early answers (preflights, denials)
@@ -118,9 +122,9 @@ impl ProxyHttp for GatewayProxy {
             plugins::answer(rt, r, session, ctx, reply).await?;
             return Ok(true);
         }
-        match &self.runtime.route(r).action {
+        match &rt.route(r).action {
             Action::Respond(fixed) => {
-                respond::fixed(&self.runtime, session, ctx, fixed).await?;
+                respond::fixed(rt, session, ctx, fixed).await?;
                 Ok(true)
             }
             Action::Proxy { target, .. } => {
@@ -137,21 +141,24 @@ impl ProxyHttp for GatewayProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<bool> {
+        let rt = Arc::clone(&ctx.runtime);
         // After the cache lookup, so an open circuit still lets cached responses through.
-        let Some(up) = self.upstream(ctx) else {
+        let Some(up) = upstream_of(&rt, ctx) else {
             return Ok(true);
         };
         Ok(!protection::guard_upstream(up, session, ctx).await?)
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
-        caching::enable(&self.runtime, session, ctx);
+        let rt = Arc::clone(&ctx.runtime);
+        caching::enable(&rt, session, ctx);
         Ok(())
     }
 
     fn cache_key_callback(&self, session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
+        let rt = Arc::clone(&ctx.runtime);
         let req = session.req_header();
-        match ctx.route.and_then(|r| self.runtime.route(r).cache.as_ref()) {
+        match ctx.route.and_then(|r| rt.route(r).cache.as_ref()) {
             Some(rc) => Ok(rc.key(
                 req,
                 crate::cache::Scheme::of(ctx.tls),
@@ -170,9 +177,10 @@ impl ProxyHttp for GatewayProxy {
         resp: &ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<RespCacheable> {
+        let rt = Arc::clone(&ctx.runtime);
         let (Some(rc), Some(store)) = (
-            ctx.route.and_then(|r| self.runtime.route(r).cache.as_ref()),
-            &self.runtime.cache,
+            ctx.route.and_then(|r| rt.route(r).cache.as_ref()),
+            &rt.cache,
         ) else {
             return Ok(RespCacheable::Uncacheable(NoCacheReason::NeverEnabled));
         };
@@ -201,7 +209,8 @@ impl ProxyHttp for GatewayProxy {
         _is_fresh: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<pingora_cache::ForcedFreshness>> {
-        Ok((!caching::hit_allowed(&self.runtime, meta, ctx))
+        let rt = Arc::clone(&ctx.runtime);
+        Ok((!caching::hit_allowed(&rt, meta, ctx))
             .then_some(pingora_cache::ForcedFreshness::ForceMiss))
     }
 
@@ -220,11 +229,10 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut RequestCtx,
         error: Option<&Error>,
     ) -> bool {
+        let rt = Arc::clone(&ctx.runtime);
         // The stored entry's own stale-while-revalidate / stale-if-error windows still apply;
         // this only says the route is willing (None = a background revalidation).
-        let caching = ctx
-            .route
-            .is_some_and(|r| self.runtime.route(r).cache.is_some());
+        let caching = ctx.route.is_some_and(|r| rt.route(r).cache.is_some());
         let serve = caching && error.is_none_or(|e| Failure::of(e, ctx).serves_stale());
         if serve && error.is_some() {
             // Pingora closes the connection after a stale-if-error answer; say so up front.
@@ -238,7 +246,8 @@ impl ProxyHttp for GatewayProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let Some(up) = self.upstream(ctx) else {
+        let rt = Arc::clone(&ctx.runtime);
+        let Some(up) = upstream_of(&rt, ctx) else {
             return Error::e_explain(ErrorType::InternalError, "upstream_peer without a route");
         };
         let up = up.clone();
@@ -287,7 +296,8 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        let Some(up) = self.upstream(ctx) else {
+        let rt = Arc::clone(&ctx.runtime);
+        let Some(up) = upstream_of(&rt, ctx) else {
             return e;
         };
         let Some(slot) = ctx.backend else {
@@ -307,7 +317,8 @@ impl ProxyHttp for GatewayProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let Some(route) = ctx.route.map(|r| self.runtime.route(r)) else {
+        let rt = Arc::clone(&ctx.runtime);
+        let Some(route) = ctx.route.map(|r| rt.route(r)) else {
             return Ok(());
         };
         let Action::Proxy {
@@ -326,7 +337,7 @@ impl ProxyHttp for GatewayProxy {
             forwarding::strip_query(upstream_request)?;
         }
         static NO_HOST: http::HeaderValue = http::HeaderValue::from_static("");
-        let backend_host = match (self.upstream(ctx), ctx.backend) {
+        let backend_host = match (upstream_of(&rt, ctx), ctx.backend) {
             (Some(up), Some(slot)) => up.host_header(slot),
             _ => &NO_HOST,
         };
@@ -336,10 +347,10 @@ impl ProxyHttp for GatewayProxy {
             ctx,
             *preserve_host,
             backend_host,
-            &self.runtime,
+            &rt,
         )?;
-        plugins::upstream_request(&self.runtime, upstream_request, ctx).await;
-        mirroring::start(&self.runtime, session, upstream_request, ctx);
+        plugins::upstream_request(&rt, upstream_request, ctx).await;
+        mirroring::start(&rt, session, upstream_request, ctx);
         Ok(())
     }
 
@@ -360,6 +371,7 @@ impl ProxyHttp for GatewayProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let rt = Arc::clone(&ctx.runtime);
         ctx.upstream_duration = ctx.upstream_started.map(|t| t.elapsed());
         if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS
             && !upgrade::switch_allowed(session.req_header(), upstream_response)
@@ -374,7 +386,7 @@ impl ProxyHttp for GatewayProxy {
         caching::note_revalidation(session, upstream_response, ctx);
         if let Some(i) = ctx.upstream {
             let status = upstream_response.status.as_u16();
-            protection::response_started(self.runtime.upstream(i), ctx, status);
+            protection::response_started(rt.upstream(i), ctx, status);
         }
         Ok(())
     }
@@ -385,21 +397,22 @@ impl ProxyHttp for GatewayProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let rt = Arc::clone(&ctx.runtime);
         // A request that arrived before SIGQUIT still closes its connection when its response
         // goes out after it (see `server::draining`).
         if crate::server::draining() {
             session.set_keepalive(None);
         }
-        protection::rate_headers(&self.runtime, ctx, upstream_response)?;
+        protection::rate_headers(&rt, ctx, upstream_response)?;
         if let Some(cookie) = ctx.split_cookie.take() {
             upstream_response.append_header(http::header::SET_COOKIE, *cookie)?;
         }
-        caching::on_response(&self.runtime, session, upstream_response, ctx).await?;
-        compressing::on_response(&self.runtime, session, upstream_response, ctx)?;
+        caching::on_response(&rt, session, upstream_response, ctx).await?;
+        compressing::on_response(&rt, session, upstream_response, ctx)?;
         if let Some(id) = &ctx.request_id {
             upstream_response.insert_header(X_REQUEST_ID_NAME, id.clone())?;
         }
-        plugins::response(&self.runtime, session, upstream_response, ctx).await;
+        plugins::response(&rt, session, upstream_response, ctx).await;
         Ok(())
     }
 
@@ -409,9 +422,10 @@ impl ProxyHttp for GatewayProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        let rt = Arc::clone(&ctx.runtime);
         let failure = Failure::of(e, ctx);
         if let (true, Some(i)) = (failure.counts_against_backend(), ctx.upstream) {
-            protection::record_outcome(self.runtime.upstream(i), ctx, None);
+            protection::record_outcome(rt.upstream(i), ctx, None);
         }
         let (code, body) = (failure.status, failure.body);
         let error_code = if failure.fault == failure::Fault::ClientGone {
@@ -439,7 +453,7 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
         if let Err(e) = compressing::inflate_body(body, end_of_stream, ctx) {
-            self.runtime.metrics.record_decompression_cut();
+            ctx.runtime.metrics.record_decompression_cut();
             // 502 when nothing was sent yet; either way not the backend's fault for the
             // breaker: the client's Accept-Encoding decided that the body be decoded.
             return Error::e_explain(
@@ -452,11 +466,12 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let rt = Arc::clone(&ctx.runtime);
         if let Some(i) = ctx.upstream {
-            protection::finish(self.runtime.upstream(i), ctx, e);
+            protection::finish(rt.upstream(i), ctx, e);
         }
-        observe::finish(&self.runtime, session, e, ctx);
-        plugins::logging(&self.runtime, session, ctx).await;
+        observe::finish(&rt, session, e, ctx);
+        plugins::logging(&rt, session, ctx).await;
     }
 }
 

@@ -1,6 +1,6 @@
 //! [`GatewayBuilder`]: the programmatic way to build the same gateway a YAML file describes.
 
-use super::Gateway;
+use super::{ConfigSource, Gateway};
 use crate::config::{Config, ConfigError, KeyPath};
 use crate::plugin::{Plugin, PluginContext, Registry};
 use crate::runtime::Runtime;
@@ -51,12 +51,18 @@ impl GatewayBuilder {
         self
     }
 
-    /// Loads the YAML file and builds; every error names the file, line and key.
+    /// Loads the YAML file and builds; every error names the file, line and key. The file
+    /// is what a reload (SIGHUP, `POST /reload`, `watch_config`) reads again.
     pub fn build_from_file(self, path: &str) -> Result<Gateway, ConfigError> {
         let source = Config::read_source(path)?;
         let located = |e: ConfigError| e.in_file(path, &source);
         let config = Config::from_yaml_str(&source).map_err(located)?;
-        self.config(config).build().map_err(located)
+        let mut gateway = self.config(config).build().map_err(located)?;
+        gateway.source = Some(ConfigSource {
+            path: path.to_string(),
+            sha256: crate::reload::sha256_hex(source.as_bytes()),
+        });
+        Ok(gateway)
     }
 
     /// Validates the configuration and compiles the runtime model.
@@ -68,7 +74,7 @@ impl GatewayBuilder {
             .config
             .ok_or_else(|| ConfigError::at(&KeyPath::root(), "no configuration given"))?;
         config.validate()?;
-        let (runtime, health) = Runtime::build(&config, &self.registry, self.idle_timeout)?;
+        let runtime = Runtime::build(&config, &self.registry, self.idle_timeout)?;
         // Pingora keeps one LRU pool of idle upstream connections per proxy service, sized
         // `upstream_keepalive_pool_size × workers`; make room for every upstream's max_idle.
         let pool_size = self.pool_size.unwrap_or_else(|| {
@@ -82,8 +88,10 @@ impl GatewayBuilder {
         Ok(Gateway {
             config,
             runtime: Arc::new(runtime),
-            health,
             pool_size,
+            source: None,
+            registry: self.registry,
+            idle_timeout: self.idle_timeout,
         })
     }
 }

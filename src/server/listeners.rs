@@ -2,7 +2,7 @@
 
 use crate::config::Config;
 use crate::proxy::GatewayProxy;
-use crate::runtime::Runtime;
+use crate::reload::LiveRuntime;
 use async_trait::async_trait;
 use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
 use pingora_core::listeners::tls::TlsSettings;
@@ -21,8 +21,10 @@ use std::time::Duration;
 pub(super) fn proxy_services(
     conf: &Arc<ServerConf>,
     config: &Config,
-    runtime: &Arc<Runtime>,
+    live: &Arc<LiveRuntime>,
 ) -> Result<Vec<Box<dyn ServiceWithDependents>>> {
+    // Listener settings are fixed at start (a reload that changes them is refused).
+    let runtime = live.load();
     let mut services: Vec<Box<dyn ServiceWithDependents>> = Vec::new();
     // h2c is a per-service option, so cleartext-h2 listeners get a service of their own.
     for h2c in [false, true] {
@@ -34,7 +36,7 @@ pub(super) fn proxy_services(
         if listeners.is_empty() {
             continue;
         }
-        let mut proxy = http_proxy(conf, GatewayProxy::new(runtime.clone()));
+        let mut proxy = http_proxy(conf, GatewayProxy::new(live.clone()));
         let mut opts = HttpServerOptions::default();
         opts.h2c = h2c;
         opts.keepalive_request_limit = runtime.downstream.keepalive_requests;

@@ -13,18 +13,28 @@ pub use drain::draining;
 pub use builder::GatewayBuilder;
 
 use crate::config::{Config, ConfigError};
+use crate::plugin::Registry;
+use crate::reload::{LiveRuntime, Reloader};
 use crate::runtime::Runtime;
-use crate::upstream::HealthService;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server};
+use pingora_core::services::background::background_service;
 use std::sync::Arc;
 
-/// A built gateway: the validated config, the compiled runtime and its background services.
+/// A built gateway: the validated config, the compiled runtime and what reloading needs.
 pub struct Gateway {
     config: Config,
     runtime: Arc<Runtime>,
-    health: Vec<HealthService>,
     pool_size: usize,
+    source: Option<ConfigSource>,
+    registry: Registry,
+    idle_timeout: Option<std::time::Duration>,
+}
+
+/// The file a gateway was loaded from, read again on reload.
+struct ConfigSource {
+    path: String,
+    sha256: String,
 }
 
 impl Gateway {
@@ -72,6 +82,10 @@ impl Gateway {
 
     /// Builds the Pingora server with every service added, bootstrapped (fds taken over on `-u`).
     pub fn into_server(self, opt: Opt) -> pingora_error::Result<Server> {
+        self.assemble(opt).map(|(server, _)| server)
+    }
+
+    fn assemble(self, opt: Opt) -> pingora_error::Result<(Server, Arc<LiveRuntime>)> {
         // Pingora retries a busy port for 30 s and then panics inside the service while the
         // process lives on; checking first turns that into a clear start-up error. On an
         // upgrade the sockets come from the old process instead.
@@ -83,34 +97,59 @@ impl Gateway {
         let drain = drain::DrainWatch::new(server.watch_execution_phase());
         server.bootstrap();
         let conf = server.configuration.clone();
-        for svc in listeners::proxy_services(&conf, &self.config, &self.runtime)? {
+        let (path, hash) = match self.source {
+            Some(s) => (Some(s.path), s.sha256),
+            None => (None, String::new()),
+        };
+        let live = LiveRuntime::new(self.runtime.clone(), hash);
+        let reloader = Reloader::new(live.clone(), path.clone(), self.registry, self.idle_timeout);
+        for svc in listeners::proxy_services(&conf, &self.config, &live)? {
             server.add_boxed_service(svc);
         }
         if let Some(admin) = &self.config.admin {
-            server.add_boxed_service(crate::admin::service(admin, &self.runtime));
+            server.add_boxed_service(crate::admin::service(admin, &reloader));
         }
-        server.add_service(pingora_core::services::background::background_service(
-            "upgrade drain",
-            drain,
+        server.add_service(background_service("upgrade drain", drain));
+        server.add_service(one_thread(
+            "upstream health",
+            crate::upstream::Supervisor::new(live.upstreams()),
         ));
-        for svc in self.health {
-            server.add_boxed_service(svc);
+        server.add_service(one_thread(
+            "reload on SIGHUP",
+            crate::reload::SighupReload(reloader.clone()),
+        ));
+        if let (true, Some(path)) = (self.config.server.watch_config, &path) {
+            let debounce = std::time::Duration::from_millis(self.config.server.watch_debounce_ms);
+            server.add_service(one_thread(
+                "watch config",
+                crate::reload::FileWatcher::new(reloader.clone(), path, debounce),
+            ));
         }
-        match &self.runtime.access_log {
-            Some(log) => server.add_boxed_service(log.service()),
-            None => server.add_boxed_service(crate::access_log::ignore_sigusr1()),
-        };
-        Ok(server)
+        let current = live.clone();
+        server.add_boxed_service(crate::access_log::service(Box::new(move || {
+            current.load().access_log.clone()
+        })));
+        Ok((server, live))
     }
 
     /// Runs until a shutdown signal, then returns (daemonizes first when configured).
     pub fn run(self, opt: Opt) -> pingora_error::Result<()> {
-        let runtime = self.runtime.clone();
-        self.into_server(opt)?.run(RunArgs::default());
+        let (server, live) = self.assemble(opt)?;
+        server.run(RunArgs::default());
         // Every runtime has stopped, so no more lines come: write out what is queued.
-        if let Some(log) = &runtime.access_log {
+        if let Some(log) = &live.load().access_log {
             log.shutdown(std::time::Duration::from_secs(2));
         }
         Ok(())
     }
+}
+
+/// A small background service: one thread is plenty for a signal, a watch or a few timers.
+fn one_thread<S>(name: &str, task: S) -> pingora_core::services::background::GenBackgroundService<S>
+where
+    S: pingora_core::services::background::BackgroundService + Send + Sync + 'static,
+{
+    let mut svc = background_service(name, task);
+    svc.threads = Some(1);
+    svc
 }

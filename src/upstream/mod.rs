@@ -5,11 +5,13 @@ mod health;
 mod mirror;
 mod pool;
 mod selection;
+mod supervisor;
 
 pub use breaker::{Admission, BreakerState, CircuitBreaker};
 pub use mirror::{BodyTap, Mirror, MirrorCounters};
-pub use pool::{BackendSlot, HealthService, InflightGuard, Upstream};
+pub use pool::{BackendSlot, InflightGuard, Upstream};
 pub use selection::HashKey;
+pub use supervisor::{Supervisor, UpstreamSet};
 
 /// An upstream's id: its position in the runtime's upstream list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

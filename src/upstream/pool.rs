@@ -7,7 +7,7 @@ use crate::config::{ConfigError, KeyPath, LoadBalancing, UpstreamConfig};
 use crate::policy::now_us;
 use http::HeaderValue;
 use pingora_core::protocols::ALPN;
-use pingora_core::services::background::{background_service, GenBackgroundService};
+use pingora_core::services::background::BackgroundService;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_load_balancing::discovery::Static;
 use pingora_load_balancing::selection::{BackendIter, BackendSelection};
@@ -58,6 +58,9 @@ pub struct Upstream {
     pub per_worker_pools: bool,
     passive: Option<PassiveHealth>,
     selector: Selector,
+    /// The balancer's health-check loop, when one runs; the [`Supervisor`](super::Supervisor)
+    /// runs it for as long as a live runtime holds this upstream.
+    pub background: Option<Arc<dyn BackgroundService + Send + Sync>>,
 }
 
 /// Outlier ejection settings, compiled from `passive_health`.
@@ -66,9 +69,6 @@ struct PassiveHealth {
     cooldown_us: u64,
     failure_statuses: Vec<u16>,
 }
-
-/// A Pingora background service that runs an upstream's health checks.
-pub type HealthService = Box<dyn pingora_core::services::ServiceWithDependents>;
 
 /// Decrements a backend's in-flight count when the request is done.
 pub struct InflightGuard {
@@ -85,12 +85,12 @@ impl Drop for InflightGuard {
 }
 
 impl Upstream {
-    /// Builds the pool and, when it is health-checked, the background service that checks it.
+    /// Builds the pool (its health-check loop, if any, in [`background`](Self::background)).
     pub fn build(
         name: &str,
         cfg: &UpstreamConfig,
         idle_timeout: Option<Duration>,
-    ) -> Result<(Upstream, Option<HealthService>), ConfigError> {
+    ) -> Result<Upstream, ConfigError> {
         let path = KeyPath::root().key("upstreams").key(name);
         let mut set = BTreeSet::new();
         let mut backends = Vec::with_capacity(cfg.servers.len());
@@ -124,21 +124,14 @@ impl Upstream {
             .health_check
             .as_ref()
             .map(|hc| Duration::from_millis(hc.interval_ms));
-        let bg_name = format!("health check {name}");
-        let mut service: Option<HealthService> = None;
+        let mut background: Option<Arc<dyn BackgroundService + Send + Sync>> = None;
         macro_rules! balancer {
             ($alg:ty) => {{
-                let lb = balancer::<$alg>(set, check, interval);
-                match interval {
-                    Some(_) => {
-                        let bg: GenBackgroundService<LoadBalancer<$alg>> =
-                            background_service(&bg_name, lb);
-                        let task = bg.task();
-                        service = Some(Box::new(bg));
-                        task
-                    }
-                    None => Arc::new(lb),
+                let lb = Arc::new(balancer::<$alg>(set, check, interval));
+                if interval.is_some() {
+                    background = Some(lb.clone());
                 }
+                lb
             }};
         }
         let selector = match cfg.load_balancing {
@@ -181,8 +174,9 @@ impl Upstream {
             backends,
             per_worker_pools: false,
             selector,
+            background,
         };
-        Ok((upstream, service))
+        Ok(upstream)
     }
 
     /// Picks a ready backend not yet tried by this request; `key` matters only for hashing.

@@ -16,6 +16,7 @@ mod passive_health;
 mod plugins;
 mod proxying;
 mod rate_limit;
+mod reload;
 mod routing;
 mod smoke;
 mod traffic;

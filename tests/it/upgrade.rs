@@ -8,13 +8,12 @@
 //! it exits. Each test is bounded by [`BOUND`].
 
 use crate::harness::gateway::binary;
-use crate::harness::{check_config, client, GatewayProcess, TestUpstream};
+use crate::harness::{
+    check_config, client, pid_running, GatewayProcess, Load, PidGuard, TestUpstream,
+};
 use std::future::Future;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::task::JoinHandle;
 
 /// Upper bound on each test.
 const BOUND: Duration = Duration::from_secs(55);
@@ -83,129 +82,6 @@ async fn exit_code(gw: &mut GatewayProcess, deadline: Duration) -> Option<i32> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     gw.wait_exit(Duration::from_secs(1))
-}
-
-/// Kills a process that is not our child (one the upgrade script started) on drop.
-struct PidGuard(u32);
-
-impl Drop for PidGuard {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-KILL")
-            .arg(self.0.to_string())
-            .status();
-    }
-}
-
-fn pid_running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.rsplit(") ").next().unwrap_or("").starts_with('Z'))
-        .unwrap_or(false)
-}
-
-/// Counters of a [`Load`] run.
-#[derive(Default)]
-struct LoadStats {
-    /// 200 with the expected body.
-    ok: AtomicUsize,
-    /// Answered, but not 200 or not the expected body.
-    failed: AtomicUsize,
-    /// No answer: connect, reset, closed before the response, body errors.
-    errors: AtomicUsize,
-    /// The first few failures and errors, with the time they happened.
-    samples: Mutex<Vec<String>>,
-}
-
-impl LoadStats {
-    fn sample(&self, started: Instant, what: String) {
-        let mut s = self.samples.lock().expect("samples lock");
-        if s.len() < 20 {
-            s.push(format!("{:?}: {what}", started.elapsed()));
-        }
-    }
-
-    /// Asserts a run without a single failed or unanswered request, and more than `min_ok`
-    /// good ones.
-    fn assert_clean(&self, min_ok: usize) {
-        assert_eq!(self.errors.load(Ordering::SeqCst), 0, "{}", self.summary());
-        assert_eq!(self.failed.load(Ordering::SeqCst), 0, "{}", self.summary());
-        let ok = self.ok.load(Ordering::SeqCst);
-        assert!(ok > min_ok, "too few requests: {}", self.summary());
-    }
-
-    fn summary(&self) -> String {
-        format!(
-            "ok={} failed={} errors={} samples={:#?}",
-            self.ok.load(Ordering::SeqCst),
-            self.failed.load(Ordering::SeqCst),
-            self.errors.load(Ordering::SeqCst),
-            self.samples.lock().expect("samples lock")
-        )
-    }
-}
-
-/// Continuous keep-alive load: `clients` reqwest clients (one pooled connection each), each
-/// sending GET requests back to back until stopped.
-struct Load {
-    stop: Arc<AtomicBool>,
-    stats: Arc<LoadStats>,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(base: String, clients: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stats = Arc::new(LoadStats::default());
-        let started = Instant::now();
-        let tasks = (0..clients)
-            .map(|c| {
-                let (stop, stats, base) = (stop.clone(), stats.clone(), base.clone());
-                tokio::spawn(async move {
-                    let http = client();
-                    let mut n = 0u64;
-                    while !stop.load(Ordering::SeqCst) {
-                        n += 1;
-                        let uri = format!("/api/load?c={c}&n={n}");
-                        match http.get(format!("{base}{uri}")).send().await {
-                            Ok(resp) => {
-                                let status = resp.status();
-                                match resp.text().await {
-                                    Ok(body) if status == 200 && body.contains(&uri) => {
-                                        stats.ok.fetch_add(1, Ordering::SeqCst);
-                                    }
-                                    Ok(body) => {
-                                        stats.failed.fetch_add(1, Ordering::SeqCst);
-                                        stats.sample(started, format!("{uri}: {status} {body}"));
-                                    }
-                                    Err(e) => {
-                                        stats.errors.fetch_add(1, Ordering::SeqCst);
-                                        stats.sample(started, format!("{uri}: body: {e:?}"));
-                                    }
-                                }
-                            }
-                            Err(e) => {
-                                stats.errors.fetch_add(1, Ordering::SeqCst);
-                                stats.sample(started, format!("{uri}: {e:?}"));
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load { stop, stats, tasks }
-    }
-
-    fn ok(&self) -> usize {
-        self.stats.ok.load(Ordering::SeqCst)
-    }
-
-    async fn stop(self) -> Arc<LoadStats> {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.tasks {
-            t.await.expect("load task panicked");
-        }
-        self.stats
-    }
 }
 
 /// Runs the upgrade script off the async workers; returns its output.

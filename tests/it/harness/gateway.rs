@@ -93,19 +93,7 @@ impl GatewayProcess {
         let dir = TestDir::new();
         let addr = free_addr();
         let admin = free_addr();
-        let mut text = yaml
-            .replace("{listen}", &addr.to_string())
-            .replace("{admin}", &admin.to_string())
-            .replace("{dir}", &dir.0.display().to_string());
-        if !text.lines().any(|l| l.starts_with("server:")) {
-            text = format!(
-                "server:\n  workers: 2\n  pid_file: {d}/gw.pid\n  upgrade_sock: {d}/upgrade.sock\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\n{text}",
-                d = dir.0.display()
-            );
-        }
-        if !text.lines().any(|l| l.starts_with("admin:")) {
-            text.push_str(&format!("\nadmin:\n  address: {admin}\n"));
-        }
+        let text = render(yaml, addr, admin, &dir);
         let config = dir.write("gateway.yaml", &text);
         let mut gw = Self::spawn(bin, config, Arc::new(dir), addr, admin, &[], "gateway.log");
         gw.wait_ready(Duration::from_secs(20));
@@ -176,6 +164,26 @@ impl GatewayProcess {
             dir,
             log,
         }
+    }
+
+    /// Replaces the config file with `yaml` (same placeholders and defaults as
+    /// [`GatewayProcess::start`], so the listeners stay the same), atomically as editors and
+    /// config management do: written beside it, then renamed over it.
+    pub fn rewrite_config(&self, yaml: &str) {
+        let text = render(yaml, self.addr, self.admin, &self.dir);
+        let tmp = self.dir.write("gateway.yaml.tmp", &text);
+        std::fs::rename(&tmp, &self.config).expect("rename the new config into place");
+    }
+
+    /// `POST /reload` on the admin listener: the status and the body.
+    pub async fn reload(&self) -> (u16, String) {
+        let resp = super::client()
+            .post(self.admin_url("/reload"))
+            .send()
+            .await
+            .expect("POST admin /reload");
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap_or_default())
     }
 
     /// The process id.
@@ -393,4 +401,23 @@ fn http_ok(addr: SocketAddr, path: &str) -> bool {
     }
     let mut buf = [0u8; 12];
     s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.1 200")
+}
+
+/// The config text the harness runs: placeholders filled in, and a `server:` section (short
+/// grace periods, private pid and upgrade paths) and an `admin:` listener added when absent.
+fn render(yaml: &str, addr: SocketAddr, admin: SocketAddr, dir: &TestDir) -> String {
+    let mut text = yaml
+        .replace("{listen}", &addr.to_string())
+        .replace("{admin}", &admin.to_string())
+        .replace("{dir}", &dir.0.display().to_string());
+    if !text.lines().any(|l| l.starts_with("server:")) {
+        text = format!(
+            "server:\n  workers: 2\n  pid_file: {d}/gw.pid\n  upgrade_sock: {d}/upgrade.sock\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\n{text}",
+            d = dir.0.display()
+        );
+    }
+    if !text.lines().any(|l| l.starts_with("admin:")) {
+        text.push_str(&format!("\nadmin:\n  address: {admin}\n"));
+    }
+    text
 }

@@ -1,0 +1,579 @@
+//! In-process reload: `POST /reload`, SIGHUP (also through a daemonized process),
+//! `server.watch_config` and `avx-gateway reload`; what a reload changes at once, what it
+//! keeps (cache entries, rate-limit buckets, health state, connections), and what it refuses.
+
+use crate::harness::gateway::binary;
+use crate::harness::{
+    client, metric, pid_running, wait_until, GatewayProcess, Load, PidGuard, RawConn, Reply,
+    ScriptedOrigin, TestDir, TestUpstream,
+};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Bound on a reload's effect being visible (file watching adds its debounce).
+const SOON: Duration = Duration::from_secs(10);
+
+/// The api route to `origin`, plus `extra` routes (YAML list items).
+fn config(origin: SocketAddr, extra: &str) -> String {
+    format!(
+        r#"listeners:
+  - address: {{listen}}
+upstreams:
+  backend:
+    servers: [{{ address: {origin} }}]
+routes:
+  - name: api
+    match: {{ path_prefix: /api/ }}
+    upstream: backend
+{extra}"#
+    )
+}
+
+fn fixed_route(name: &str, path: &str, body: &str) -> String {
+    format!(
+        "  - {{ name: {name}, match: {{ path: {path} }}, respond: {{ status: 200, body: \"{body}\" }} }}\n"
+    )
+}
+
+async fn generation(gw: &GatewayProcess) -> u64 {
+    gw.status().await["config"]["generation"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+async fn get(gw: &GatewayProcess, path: &str) -> (u16, String) {
+    let resp = client()
+        .get(gw.url(path))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}\n{}", gw.log()));
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_reloads_under_keepalive_load_fail_no_request() {
+    let origin = TestUpstream::start("origin").await;
+    let gw = GatewayProcess::start(&config(origin.addr, ""));
+    let load = Load::start(gw.url(""), 4);
+    assert!(
+        wait_until(SOON, || async { load.ok() > 50 }).await,
+        "load never got going: {}",
+        load.stats.summary()
+    );
+    for i in 0..20u64 {
+        // Alternate between two route sets, so every reload really changes the routing.
+        let extra = if i % 2 == 0 {
+            fixed_route("extra", "/extra", "x")
+        } else {
+            String::new()
+        };
+        gw.rewrite_config(&config(origin.addr, &extra));
+        let (status, body) = gw.reload().await;
+        assert_eq!(status, 200, "reload {i}: {body}");
+        assert!(
+            body.contains(&format!("\"generation\":{}", i + 2)),
+            "{body}"
+        );
+        let before = load.ok();
+        assert!(
+            wait_until(SOON, || async { load.ok() > before + 10 }).await,
+            "load stalled after reload {i}: {}",
+            load.stats.summary()
+        );
+    }
+    let stats = load.stop().await;
+    eprintln!("20 reloads: {}", stats.summary());
+    stats.assert_clean(500);
+    assert_eq!(
+        metric(&gw, "avx_config_reloads_total{result=\"ok\"}").await,
+        Some(20.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_added_then_removed_applies_to_the_next_request_of_a_kept_alive_connection() {
+    let origin = TestUpstream::start("origin").await;
+    let gw = GatewayProcess::start(&config(origin.addr, ""));
+    let mut conn = RawConn::connect(gw.addr).await;
+    let ask = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: a.example\r\n\r\n");
+    conn.send(ask("/new").as_bytes()).await.expect("send");
+    let r = conn.read_response(SOON).await.expect("answer");
+    assert_eq!(r.status, 404, "no route yet");
+
+    gw.rewrite_config(&config(origin.addr, &fixed_route("new", "/new", "added")));
+    assert_eq!(gw.reload().await.0, 200);
+    conn.send(ask("/new").as_bytes())
+        .await
+        .expect("send on the same connection");
+    let r = conn
+        .read_response(SOON)
+        .await
+        .expect("answer after the reload");
+    assert_eq!((r.status, &r.body[..]), (200, &b"added"[..]));
+
+    gw.rewrite_config(&config(origin.addr, ""));
+    assert_eq!(gw.reload().await.0, 200);
+    conn.send(ask("/new").as_bytes())
+        .await
+        .expect("send on the same connection");
+    let r = conn
+        .read_response(SOON)
+        .await
+        .expect("answer after the second reload");
+    assert_eq!(r.status, 404, "the route is gone again");
+    conn.send(ask("/api/still").as_bytes()).await.expect("send");
+    let r = conn.read_response(SOON).await.expect("answer");
+    assert_eq!(
+        r.status, 200,
+        "the kept route still proxies on the same connection"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_finishes_on_the_config_it_started_with() {
+    let origin = TestUpstream::start("origin").await;
+    let slow = "  - { name: slow, match: { path: /slow }, upstream: backend }\n";
+    let gw = GatewayProcess::start(&config(origin.addr, slow));
+    let url = gw.url("/slow?ms=1500");
+    let in_flight = tokio::spawn(async move {
+        let resp = client().get(url).send().await.expect("slow request");
+        (
+            resp.status().as_u16(),
+            resp.text().await.unwrap_or_default(),
+        )
+    });
+    assert!(wait_until(SOON, || async { origin.inflight() == 1 }).await);
+    gw.rewrite_config(&config(origin.addr, ""));
+    assert_eq!(gw.reload().await.0, 200);
+    assert_eq!(
+        get(&gw, "/slow").await.0,
+        404,
+        "new requests see the new routes"
+    );
+    let (status, body) = in_flight.await.expect("slow request task");
+    assert_eq!((status, body.as_str()), (200, "slow done"));
+}
+
+/// A caching route over a scripted origin, with `cache:` sizing and an extra route.
+fn cache_config(origin: SocketAddr, cache: &str, extra: &str) -> String {
+    format!(
+        r#"listeners:
+  - address: {{listen}}
+upstreams:
+  backend:
+    servers: [{{ address: {origin} }}]
+cache: {cache}
+routes:
+  - name: cached
+    match: {{ path_prefix: /c/ }}
+    upstream: backend
+    cache: {{ enabled: true }}
+{extra}"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_entry_is_still_a_hit_after_reloads_that_resize_the_store() {
+    let origin = ScriptedOrigin::start().await;
+    origin.set(
+        "/c/page",
+        Reply::ok("cached body").header("cache-control", "max-age=300"),
+    );
+    let gw = GatewayProcess::start(&cache_config(origin.addr, "{}", ""));
+    let http = client();
+    let cache_status = |r: &reqwest::Response| {
+        r.headers()
+            .get("x-cache-status")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let r = http.get(gw.url("/c/page")).send().await.expect("fill");
+    assert_eq!(cache_status(&r).as_deref(), Some("MISS"));
+    for (i, cache) in [
+        "{ max_bytes: 50000000 }",
+        "{ max_bytes: 50000000, max_size: 5000 }",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let extra = fixed_route("other", "/other", "o");
+        gw.rewrite_config(&cache_config(origin.addr, cache, &extra));
+        let (status, body) = gw.reload().await;
+        assert_eq!(status, 200, "reload {i}: {body}");
+        let r = http
+            .get(gw.url("/c/page"))
+            .send()
+            .await
+            .expect("after reload");
+        assert_eq!(cache_status(&r).as_deref(), Some("HIT"), "after reload {i}");
+        assert_eq!(r.text().await.unwrap_or_default(), "cached body");
+    }
+    assert_eq!(
+        origin.hits("/c/page"),
+        1,
+        "only the first request reached the origin"
+    );
+    assert_eq!(gw.status().await["cache"]["entries"], 1);
+}
+
+fn limited_config(origin: SocketAddr, burst: u32, extra: &str) -> String {
+    format!(
+        r#"listeners:
+  - address: {{listen}}
+upstreams:
+  backend:
+    servers: [{{ address: {origin} }}]
+routes:
+  - name: api
+    match: {{ path_prefix: /api/ }}
+    upstream: backend
+    rate_limit: {{ requests_per_second: 0.1, burst: {burst}, key: client_ip }}
+{extra}"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_bucket_still_limits_after_a_reload_until_the_limit_changes() {
+    let origin = TestUpstream::start("origin").await;
+    let gw = GatewayProcess::start(&limited_config(origin.addr, 2, ""));
+    // 0.1 req/s and a burst of 2: three requests, then nothing for ten seconds.
+    for i in 0..3 {
+        assert_eq!(
+            get(&gw, "/api/x").await.0,
+            200,
+            "request {i} within the burst"
+        );
+    }
+    assert_eq!(get(&gw, "/api/x").await.0, 429);
+
+    gw.rewrite_config(&limited_config(
+        origin.addr,
+        2,
+        &fixed_route("other", "/other", "o"),
+    ));
+    assert_eq!(gw.reload().await.0, 200);
+    assert_eq!(get(&gw, "/other").await.0, 200, "the reload is live");
+    assert_eq!(
+        get(&gw, "/api/x").await.0,
+        429,
+        "the spent bucket survived the reload"
+    );
+
+    // A changed limit is a new policy with fresh buckets.
+    gw.rewrite_config(&limited_config(origin.addr, 5, ""));
+    assert_eq!(gw.reload().await.0, 200);
+    assert_eq!(get(&gw, "/api/x").await.0, 200, "a new limit starts afresh");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_config_changes_nothing_and_says_where_it_is_wrong() {
+    let origin = TestUpstream::start("origin").await;
+    let gw = GatewayProcess::start(&config(origin.addr, ""));
+    let good = std::fs::read_to_string(&gw.config).expect("read config");
+    let bad = config(
+        origin.addr,
+        "  - { name: broken, match: { path: /b }, upstream: nowhere }\n",
+    );
+    gw.rewrite_config(&bad);
+
+    let (status, body) = gw.reload().await;
+    assert_eq!(status, 400, "{body}");
+    let file = gw.config.display().to_string();
+    assert!(body.contains(&format!("{file}:")), "names the file: {body}");
+    assert!(body.contains("routes[1].upstream"), "names the key: {body}");
+    let line = body[file.len() + 1..]
+        .split(':')
+        .next()
+        .and_then(|l| l.parse::<usize>().ok())
+        .expect("a line number after the file name");
+    let text = std::fs::read_to_string(&gw.config).expect("read config");
+    assert!(
+        text.lines()
+            .nth(line - 1)
+            .is_some_and(|l| l.contains("nowhere")),
+        "line {line} is the bad one: {body}"
+    );
+
+    assert_eq!(get(&gw, "/api/ok").await.0, 200, "the old config serves");
+    assert_eq!(generation(&gw).await, 1);
+    let status_doc = gw.status().await;
+    let last = status_doc["config"]["last_error"].as_str().unwrap_or("");
+    assert!(last.contains("routes[1].upstream"), "{status_doc}");
+    assert_eq!(
+        metric(&gw, "avx_config_reloads_total{result=\"error\"}").await,
+        Some(1.0)
+    );
+    assert!(gw.log().contains("routes[1].upstream"), "logged");
+
+    // The subcommand systemd's ExecReload runs fails visibly with the same message.
+    let out = reload_command(&gw.config.display().to_string()).await;
+    assert_ne!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("routes[1].upstream"), "{stderr}");
+
+    // Fixed again: the next reload goes live and clears the error.
+    std::fs::write(&gw.config, good).expect("restore config");
+    let out = reload_command(&gw.config.display().to_string()).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status_doc = gw.status().await;
+    assert_eq!(status_doc["config"]["generation"], 2);
+    assert!(status_doc["config"]["last_error"].is_null(), "{status_doc}");
+}
+
+async fn reload_command(config: &str) -> std::process::Output {
+    let config = config.to_string();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(binary())
+            .args(["reload", "-c", &config])
+            .output()
+            .expect("run avx-gateway reload")
+    })
+    .await
+    .expect("reload command task")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_and_worker_changes_are_refused_naming_the_key() {
+    let origin = TestUpstream::start("origin").await;
+    let gw = GatewayProcess::start(&config(origin.addr, ""));
+    let moved = config(origin.addr, "").replace("{listen}", "127.0.0.1:1");
+    gw.rewrite_config(&moved);
+    let (status, body) = gw.reload().await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("listeners[0].address"), "{body}");
+    assert!(
+        body.contains("avx-gateway-upgrade"),
+        "points at the upgrade: {body}"
+    );
+
+    let text = std::fs::read_to_string(&gw.config).expect("read config");
+    let more_workers = text
+        .replace("127.0.0.1:1", &gw.addr.to_string())
+        .replace("workers: 2", "workers: 3");
+    std::fs::write(&gw.config, more_workers).expect("write config");
+    let (status, body) = gw.reload().await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("server.workers"), "{body}");
+
+    assert_eq!(get(&gw, "/api/ok").await.0, 200, "the old config serves");
+    assert_eq!(generation(&gw).await, 1);
+    assert_eq!(
+        metric(&gw, "avx_config_reloads_total{result=\"refused\"}").await,
+        Some(2.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_state_is_kept_for_unchanged_upstreams_and_checks_start_for_new_ones() {
+    let sick = TestUpstream::start("sick").await;
+    sick.set_healthy(false);
+    let fresh = TestUpstream::start("fresh").await;
+    let checked = |name: &str, addr: SocketAddr| {
+        format!(
+            "  {name}:\n    servers: [{{ address: {addr} }}]\n    health_check: {{ type: http, path: /health, interval_ms: 200, unhealthy_threshold: 1, healthy_threshold: 1 }}\n"
+        )
+    };
+    let yaml = |upstreams: &str, routes: &str| {
+        format!("listeners:\n  - address: {{listen}}\nupstreams:\n{upstreams}routes:\n  - {{ name: s, match: {{ path_prefix: /s/ }}, upstream: sick }}\n{routes}")
+    };
+    let gw = GatewayProcess::start(&yaml(&checked("sick", sick.addr), ""));
+    let healthy = |doc: &serde_json::Value, up: &str| {
+        doc["upstreams"][up]["backends"][0]["healthy"].as_bool()
+    };
+    assert!(
+        wait_until(SOON, || async {
+            healthy(&gw.status().await, "sick") == Some(false)
+        })
+        .await,
+        "the sick backend is found out"
+    );
+
+    let both = format!(
+        "{}{}",
+        checked("sick", sick.addr),
+        checked("fresh", fresh.addr)
+    );
+    let fresh_route = "  - { name: f, match: { path_prefix: /f/ }, upstream: fresh }\n";
+    gw.rewrite_config(&yaml(&both, fresh_route));
+    assert_eq!(gw.reload().await.0, 200);
+    assert_eq!(
+        healthy(&gw.status().await, "sick"),
+        Some(false),
+        "an unchanged upstream keeps its health state across the reload"
+    );
+    let seen = fresh.health_checks();
+    assert!(
+        wait_until(SOON, || async { fresh.health_checks() > seen + 2 }).await,
+        "the added upstream is health-checked"
+    );
+    assert_eq!(get(&gw, "/f/x").await.0, 200);
+    sick.set_healthy(true);
+    assert!(
+        wait_until(SOON, || async {
+            healthy(&gw.status().await, "sick") == Some(true)
+        })
+        .await,
+        "the kept upstream's checks still run"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_config_reloads_when_the_file_changes() {
+    let origin = TestUpstream::start("origin").await;
+    let watched = |extra: &str| {
+        format!(
+            "server:\n  workers: 2\n  pid_file: {{dir}}/gw.pid\n  upgrade_sock: {{dir}}/upgrade.sock\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\n  watch_config: true\n  watch_debounce_ms: 100\n{}",
+            config(origin.addr, extra)
+        )
+    };
+    let gw = GatewayProcess::start(&watched(""));
+    gw.rewrite_config(&watched(&fixed_route("w", "/watched", "seen")));
+    assert!(
+        wait_until(SOON, || async { get(&gw, "/watched").await.0 == 200 }).await,
+        "the edit went live without a signal: {}",
+        gw.log()
+    );
+    assert_eq!(generation(&gw).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_a_daemonized_gateway() {
+    let origin = TestUpstream::start("origin").await;
+    let dir = TestDir::new();
+    let (listen, admin) = (crate::harness::free_addr(), crate::harness::free_addr());
+    let d = dir.0.display().to_string();
+    let yaml = |extra: &str| {
+        format!(
+            "server:\n  daemon: true\n  pid_file: {d}/gw.pid\n  upgrade_sock: {d}/upgrade.sock\n  error_log: {d}/error.log\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\nadmin:\n  address: {admin}\n{}",
+            config(origin.addr, extra).replace("{listen}", &listen.to_string())
+        )
+    };
+    let path = dir.write("gateway.yaml", &yaml(""));
+    let path_str = path.display().to_string();
+    let started = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(binary())
+            .args(["-c", &path_str])
+            .status()
+            .expect("start the daemon")
+    })
+    .await
+    .expect("start task");
+    assert!(
+        started.success(),
+        "the foreground part exits 0 after forking"
+    );
+    let pid_file = dir.path("gw.pid");
+    let read_pid = || {
+        std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+    };
+    assert!(
+        wait_until(SOON, || async { read_pid().is_some() }).await,
+        "pid file written"
+    );
+    let pid = read_pid().unwrap_or(0);
+    let _guard = PidGuard(pid);
+    let http = client();
+    let url = |p: &str| format!("http://{listen}{p}");
+    let serving = || async {
+        http.get(url("/api/up"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    };
+    assert!(wait_until(SOON, serving).await, "the daemon serves");
+
+    std::fs::write(&path, yaml(&fixed_route("hup", "/hup", "reloaded"))).expect("edit");
+    let _ = std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status();
+    let reloaded = || async {
+        match http.get(url("/hup")).send().await {
+            Ok(r) if r.status() == 200 => r.text().await.is_ok_and(|b| b == "reloaded"),
+            _ => false,
+        }
+    };
+    assert!(
+        wait_until(SOON, reloaded).await,
+        "SIGHUP reloaded the daemon"
+    );
+    assert!(pid_running(pid), "SIGHUP did not terminate it");
+    let doc: serde_json::Value = http
+        .get(format!("http://{admin}/status"))
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("status JSON");
+    assert_eq!(doc["config"]["generation"], 2);
+    assert_eq!(doc["pid"], pid);
+}
+
+/// The unit's `ExecReload=` command line, with the installed paths pointed at this test's.
+fn exec_reload_line(gw: &GatewayProcess, flag: &std::path::Path) -> String {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/avx-gateway.service"
+    ))
+    .expect("read the unit");
+    let line = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecReload="))
+        .expect("the unit has an ExecReload=");
+    let script = line
+        .strip_prefix("/bin/sh -c '")
+        .and_then(|l| l.strip_suffix('\''))
+        .expect("ExecReload= is a /bin/sh -c '...' line");
+    script
+        .replace("/run/avx-gateway/upgrade", &flag.display().to_string())
+        .replace("/usr/bin/avx-gateway ", &format!("{} ", binary()))
+        .replace(
+            "/etc/avx-gateway/gateway.yaml",
+            &gw.config.display().to_string(),
+        )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemctl_reload_runs_the_in_process_reload_and_fails_on_a_bad_file() {
+    let origin = TestUpstream::start("origin").await;
+    let gw = GatewayProcess::start(&config(origin.addr, ""));
+    let flag = gw.dir.path("upgrade-flag");
+    let script = exec_reload_line(&gw, &flag);
+    let run = || {
+        let script = script.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new("/bin/sh")
+                .args(["-c", &script])
+                .output()
+                .expect("run ExecReload")
+        })
+    };
+    gw.rewrite_config(&config(origin.addr, &fixed_route("r", "/r", "via systemd")));
+    let out = run().await.expect("ExecReload task");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(get(&gw, "/r").await, (200, "via systemd".to_string()));
+
+    gw.rewrite_config(&config(
+        origin.addr,
+        "  - { name: r, match: { path: /r }, upstream: gone }\n",
+    ));
+    let out = run().await.expect("ExecReload task");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "a bad file fails the reload");
+    assert!(stderr.contains("routes[1].upstream"), "{stderr}");
+    assert_eq!(get(&gw, "/r").await.0, 200, "the old config serves");
+    assert_eq!(generation(&gw).await, 2);
+}
