@@ -410,8 +410,8 @@ async fn every_metric_of_the_dashboard_and_the_rules_is_in_a_real_scrape() {
         .into(),
     };
     // Features of issue 13 whose series only exist where they are configured, with the keys the
-    // issue fixes. Each is added when this build accepts it, so the same test covers a build
-    // without them (their metrics are then reported missing below) and one with them. Both
+    // issue fixes. Each is added when `avx-gateway -t` accepts it. One this build rejects is not
+    // hidden: its series are then missing from the scrape, and the failure names both. Both
     // backends are refused loopback ports: a Redis that cannot be reached and a collector that
     // drops spans still export their series.
     let optional = [
