@@ -19,8 +19,8 @@ const DEMOTED: &[(&str, &str)] = &[
         "no header compression dictionary loaded",
     ),
     // Pingora reports its own start one step at a time, internal services (`BG sigusr1`, ...)
-    // included. The gateway logs each listener it binds, which is what an operator needs. Shutdown,
-    // upgrade and daemonizing messages keep their INFO level.
+    // included. The gateway logs each listener it binds, which is what an operator needs.
+    // Shutdown, upgrade and daemonizing messages keep their INFO level.
     (
         "pingora_core::server::bootstrap_services",
         "Bootstrap starting",

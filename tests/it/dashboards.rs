@@ -122,26 +122,37 @@ const LABEL_LISTS: &[&str] = &[
 /// list counts. Histogram series (`_bucket`, `_sum`, `_count`) count as their family.
 fn metric_names(expr: &str) -> BTreeSet<String> {
     // Strings (with Grafana's `$variables` in them), `{...}` and `[...]`.
+    fn skip_string(chars: &mut impl Iterator<Item = char>, quote: char) {
+        while let Some(d) = chars.next() {
+            if d == '\\' {
+                chars.next();
+            } else if d == quote {
+                break;
+            }
+        }
+    }
     let mut plain = String::new();
-    let mut chars = expr.chars().peekable();
+    let mut chars = expr.chars();
     while let Some(c) = chars.next() {
         match c {
-            '"' | '\'' | '`' => {
+            '"' | '\'' | '`' => skip_string(&mut chars, c),
+            // A matcher's value may hold a `}`: skip strings inside the braces too.
+            '{' => {
                 while let Some(d) = chars.next() {
-                    if d == '\\' {
-                        chars.next();
-                    } else if d == c {
-                        break;
+                    match d {
+                        '}' => break,
+                        '"' | '\'' | '`' => skip_string(&mut chars, d),
+                        _ => {}
                     }
                 }
+                // The selector's metric name and what follows stay apart.
+                plain.push(' ');
             }
-            '{' => for _ in chars.by_ref().take_while(|&d| d != '}') {},
-            '[' => for _ in chars.by_ref().take_while(|&d| d != ']') {},
+            '[' => {
+                for _ in chars.by_ref().take_while(|&d| d != ']') {}
+                plain.push(' ');
+            }
             _ => plain.push(c),
-        }
-        if c == '{' || c == '[' {
-            // The selector's metric name and what follows stay apart.
-            plain.push(' ');
         }
     }
     let b = plain.as_bytes();
@@ -206,7 +217,7 @@ fn metric_names_are_read_from_promql() {
         ["a_total", "route:x:rate5m"]
     );
     assert_eq!(
-        names("time() - avx_config_loaded_timestamp_seconds{instance=~\"$instance\"}"),
+        names(r#"time() - avx_config_loaded_timestamp_seconds{instance=~"$instance", x="}a"}"#),
         ["avx_config_loaded_timestamp_seconds"]
     );
     assert_eq!(
