@@ -3,7 +3,10 @@
 # most 2.5 in `systemd-analyze security --offline=true`; the sysusers.d and tmpfiles.d snippets
 # apply cleanly to an empty root; the upgrade script is valid bash and passes ShellCheck;
 # deploy/gateway.yaml passes `avx-gateway -t` when a binary is built (the integration test
-# `upgrade::the_shipped_production_config_is_valid` checks it too).
+# `upgrade::the_shipped_production_config_is_valid` checks it too); the Prometheus rules pass
+# `promtool check rules` and their unit tests (`promtool test rules`). The Grafana dashboard is
+# checked by the integration test `dashboards` (JSON, datasources, and its metric names against a
+# real scrape).
 # Installs the Debian packages `systemd` and `shellcheck` when missing. Uses sudo when not root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -85,6 +88,18 @@ bash -n deploy/avx-gateway-upgrade
 # The measurement scripts are not deployed, but they are shipped and documented: lint them too.
 shellcheck -x deploy/avx-gateway-upgrade scripts/check-deploy.sh scripts/fuzz.sh benches/*.sh
 echo "check-deploy: shellcheck: ok"
+
+# promtool: on PATH, or the copy scripts/setup.sh unpacks (CI runs setup.sh first).
+promtool=$(command -v promtool || echo "$PWD/target/tools/promtool")
+if [ ! -x "$promtool" ]; then
+    echo "check-deploy: promtool not found: run scripts/setup.sh (or put promtool on PATH)" >&2
+    exit 1
+fi
+rules=deploy/prometheus/avx-gateway-rules.yml
+"$promtool" check rules "$rules"
+# The test file names its rule file relative to itself.
+(cd deploy/prometheus && "$promtool" test rules avx-gateway-rules.test.yml)
+echo "check-deploy: promtool check rules and test rules $rules: ok"
 
 # The example config must be valid for the binary it ships with (when one is built).
 bin=""

@@ -58,8 +58,8 @@ impl Cli {
     }
 }
 
-/// Installs the `log` backend (level from `RUST_LOG`, default `info`) so Pingora's logs show.
+/// Installs the `log` backend (level from `RUST_LOG`, default `info`) so Pingora's logs show;
+/// see [`crate::logging`].
 pub fn init_logging() {
-    let env = env_logger::Env::default().default_filter_or("info");
-    let _ = env_logger::Builder::from_env(env).try_init();
+    crate::logging::init();
 }

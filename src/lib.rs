@@ -11,6 +11,7 @@ pub mod cli;
 pub mod compression;
 pub mod config;
 pub mod edge;
+pub mod logging;
 pub mod metrics;
 pub mod plugin;
 pub mod policy;

@@ -1,8 +1,7 @@
 //! The admin `/metrics` endpoint: request, error and latency series with config-only labels,
 //! breaker and backend state read at scrape time, the admin token, and `promtool check metrics`.
 
-use crate::harness::{client, refused_addr, GatewayProcess, TestUpstream};
-use std::path::PathBuf;
+use crate::harness::{client, promtool, refused_addr, GatewayProcess, TestUpstream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -300,22 +299,6 @@ async fn metrics_require_the_admin_token_and_use_the_text_format() {
     // /health stays open for probes.
     let health = c.get(gw.admin_url("/health")).send().await.unwrap();
     assert_eq!(health.status(), 200);
-}
-
-/// `promtool`: `$PROMTOOL`, then `PATH`, then the copy `scripts/setup.sh` unpacks.
-fn promtool() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("PROMTOOL") {
-        return Some(p.into());
-    }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("promtool"))
-            .find(|p| p.is_file())
-    });
-    on_path.or_else(|| {
-        let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/tools/promtool");
-        local.is_file().then_some(local)
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,6 +27,7 @@ pub use upstream::TestUpstream;
 pub use websocket::WsEchoUpstream;
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// An unused loopback port (bound then released; the kernel will not hand it out again soon).
@@ -129,4 +130,20 @@ pub async fn wait_metric(gw: &GatewayProcess, series: &str, want: f64) -> bool {
         metric(gw, series).await == Some(want)
     })
     .await
+}
+
+/// `promtool`: `$PROMTOOL`, then `PATH`, then the copy `scripts/setup.sh` unpacks.
+pub fn promtool() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("PROMTOOL") {
+        return Some(p.into());
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("promtool"))
+            .find(|p| p.is_file())
+    });
+    on_path.or_else(|| {
+        let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/tools/promtool");
+        local.is_file().then_some(local)
+    })
 }
