@@ -35,6 +35,9 @@ pub const DEFAULT_REFRESH_SECS: u64 = 30;
 /// this is the resolution of TTL-driven refreshes.
 const TICK: Duration = Duration::from_secs(1);
 
+/// Longest a lookup of one name may take before it counts as failed.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Longest wait for the start-up lookups (the resolver's own timeouts end them sooner).
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -426,7 +429,7 @@ fn resolver_setup(cfg: &UpstreamConfig) -> Result<(ResolverConfig, ResolverOpts)
         let mut opts = ResolverOpts::default();
         // Only the listed servers answer: no /etc/hosts.
         opts.use_hosts_file = ResolveHosts::Never;
-        opts.timeout = Duration::from_secs(2);
+        opts.timeout = Duration::from_secs(1);
         opts.attempts = 1;
         (ResolverConfig::from_parts(None, vec![], group), opts)
     };
@@ -443,7 +446,12 @@ fn build_resolver((conf, opts): (ResolverConfig, ResolverOpts)) -> TokioResolver
 }
 
 async fn lookup(resolver: &TokioResolver, host: &str) -> Result<Lookup, String> {
-    match resolver.lookup_ip(host).await {
+    // The resolver's per-query timeout multiplies by servers, query types and search names;
+    // this bounds the whole lookup, so an unreachable server is noticed within one refresh.
+    let answer = tokio::time::timeout(LOOKUP_TIMEOUT, resolver.lookup_ip(host))
+        .await
+        .map_err(|_| format!("no answer within {} s", LOOKUP_TIMEOUT.as_secs()))?;
+    match answer {
         Ok(found) => {
             let ips: Vec<IpAddr> = found.iter().collect();
             if ips.is_empty() {

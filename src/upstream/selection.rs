@@ -52,7 +52,7 @@ impl Selector {
         slots: &[Arc<BackendSlot>],
         accept: impl Fn(&BackendSlot) -> bool,
     ) -> Option<Arc<BackendSlot>> {
-        let ok = |b: &Backend, healthy: bool| healthy && slot(b).is_some_and(|s| accept(s));
+        let ok = |b: &Backend, healthy: bool| healthy && slot(b).is_some_and(&accept);
         let picked = match self {
             Selector::RoundRobin(lb) => lb.select_with(key, MAX_ITERATIONS, ok),
             Selector::Random(lb) => lb.select_with(key, MAX_ITERATIONS, ok),

@@ -10,6 +10,7 @@ mod cache;
 mod circuit_breaker;
 mod compression;
 mod config_errors;
+mod dns;
 mod health;
 mod metrics;
 mod passive_health;
