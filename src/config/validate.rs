@@ -137,7 +137,7 @@ fn path_policy(s: &ServerSection) -> crate::edge::PathPolicy {
     }
 }
 
-/// Parses `ip:port`; a host name is refused because the gateway never resolves DNS on start-up.
+/// Parses `ip:port` (listeners, admin); a host name is refused: nothing is resolved to bind.
 pub fn socket_addr(path: &KeyPath, addr: &str) -> Result<SocketAddr, ConfigError> {
     addr.parse::<SocketAddr>().or_else(|_| {
         err(
