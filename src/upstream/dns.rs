@@ -175,8 +175,20 @@ impl DnsDiscovery {
         path: &KeyPath,
         idle_timeout: Option<Duration>,
     ) -> Result<(DnsDiscovery, Arc<DnsState>), ConfigError> {
-        let setup =
-            resolver_setup(cfg).map_err(|e| ConfigError::at(&path.key("dns_servers"), e))?;
+        let setup = resolver_setup(cfg).map_err(|e| {
+            // Without dns_servers the system config was at fault: point at the first name.
+            let key = match cfg.dns_servers.is_empty() {
+                true => cfg
+                    .servers
+                    .iter()
+                    .position(|s| matches!(s.address, ServerAddress::Name { .. }))
+                    .map_or(path.key("servers"), |i| {
+                        path.key("servers").index(i).key("address")
+                    }),
+                false => path.key("dns_servers"),
+            };
+            ConfigError::at(&key, e)
+        })?;
         let mut names = Vec::new();
         let mut servers = Vec::with_capacity(cfg.servers.len());
         for (i, s) in cfg.servers.iter().enumerate() {

@@ -372,22 +372,35 @@ async fn health_checks_and_retries_cover_resolved_addresses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_failures_on_a_resolved_address_are_retried_and_eject_it() {
     let dns = DnsServer::start().await;
-    let (port, _ups) = origins(&["a"]).await;
-    dns.set("svc.test", &["127.0.0.1", "127.0.0.3"], 300);
+    let (port, _ups) = origins(&["a", "b"]).await;
+    dns.set("svc.test", &["127.0.0.1", "127.0.0.3"], 1);
     let gw = gateway(
         &dns,
         &[format!("address: \"svc.test:{port}\"")],
-        "    retries: 1\n    passive_health: { consecutive_failures: 1, cooldown_ms: 60000 }",
+        "    dns_refresh_seconds: 1\n    retries: 1\n    passive_health: { consecutive_failures: 1, cooldown_ms: 60000 }",
     );
     assert_eq!(tally(&gw, 10).await.get("a"), Some(&10));
-    let status = gw.status().await;
-    let ejected = status["upstreams"]["pool"]["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["address"] == format!("127.0.0.3:{port}"))
-        .map(|b| b["ejected"].clone());
-    assert_eq!(ejected, Some(serde_json::json!(true)), "{status}");
+    let ejected = |status: serde_json::Value| {
+        status["upstreams"]["pool"]["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["address"] == format!("127.0.0.3:{port}"))
+            .map(|b| b["ejected"].clone())
+    };
+    assert_eq!(ejected(gw.status().await), Some(serde_json::json!(true)));
+
+    // A refresh that brings in another address keeps the ejection of the one that stays.
+    dns.set("svc.test", &["127.0.0.1", "127.0.0.2", "127.0.0.3"], 1);
+    let all = [1, 2, 3].map(|i| format!("127.0.0.{i}:{port}"));
+    assert!(wait_set(&gw, &all, Duration::from_secs(5)).await);
+    assert_eq!(ejected(gw.status().await), Some(serde_json::json!(true)));
+    let counts = tally(&gw, 20).await;
+    assert_eq!(
+        (counts.get("a"), counts.get("b")),
+        (Some(&10), Some(&10)),
+        "{counts:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
