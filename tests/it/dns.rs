@@ -4,7 +4,7 @@
 use crate::config_errors::assert_error;
 use crate::harness::dns::DnsServer;
 use crate::harness::{
-    check_config, client, free_port, metric, wait_until, GatewayProcess, TestUpstream,
+    check_config, client, free_port, metric, wait_until, GatewayProcess, TestUpstream, TlsUpstream,
 };
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -466,4 +466,35 @@ async fn a_long_ttl_does_not_hold_an_answer_past_the_refresh_interval() {
         backend_set(&gw).await
     );
     assert_eq!(tally(&gw, 5).await.get("b"), Some(&5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_resolved_addresses_sends_the_configured_sni() {
+    let dns = DnsServer::start().await;
+    let port = 'port: loop {
+        let port = free_port();
+        for i in 1..=2u8 {
+            if std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, i], port))).is_err() {
+                continue 'port;
+            }
+        }
+        break port;
+    };
+    let a = TlsUpstream::start_at("svc.test", SocketAddr::from(([127, 0, 0, 1], port))).await;
+    let b = TlsUpstream::start_at("svc.test", SocketAddr::from(([127, 0, 0, 2], port))).await;
+    dns.set("svc.test", &["127.0.0.1", "127.0.0.2"], 300);
+    let gw = GatewayProcess::start(&format!(
+        "listeners:\n  - address: \"{{listen}}\"\nupstreams:\n  pool:\n    dns_servers: [\"{}\"]\n    tls: {{ sni: svc.test, verify: false }}\n    servers: [{{ address: \"svc.test:{port}\" }}]\n\
+         routes:\n  - {{ name: all, match: {{ path_prefix: / }}, upstream: pool, preserve_host: false }}\n",
+        dns.addr
+    ));
+    let c = client();
+    for i in 0..10 {
+        let resp = c.get(gw.url(&format!("/t/{i}"))).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{}", gw.log());
+        let echo: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(echo["sni"], "svc.test", "{echo}");
+        assert_eq!(echo["host"], "svc.test", "{echo}");
+    }
+    assert_eq!((a.hits(), b.hits()), (5, 5));
 }
