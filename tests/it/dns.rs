@@ -226,7 +226,7 @@ async fn an_added_address_joins_and_a_removed_one_leaves_after_its_requests_fini
     // Slow requests on both backends, then a taken away while its request is in flight.
     let slow: Vec<_> = (0..4)
         .map(|_| {
-            let url = gw.url("/slow?ms=4000");
+            let url = gw.url("/slow?ms=6000");
             tokio::spawn(async move { client().get(url).send().await.map(|r| r.status()) })
         })
         .collect();
