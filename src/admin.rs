@@ -238,16 +238,15 @@ impl AdminApp {
             .iter()
             .map(|u| {
                 let backends: Vec<_> = u
-                    .backends
+                    .backends()
                     .iter()
-                    .enumerate()
-                    .map(|(i, b)| {
+                    .map(|b| {
                         json!({
                             "address": b.addr.to_string(),
                             "weight": b.weight,
-                            "healthy": u.is_healthy(i),
+                            "healthy": u.is_healthy(b),
                             "inflight": b.inflight.load(std::sync::atomic::Ordering::Relaxed),
-                            "ejected": u.is_ejected(i, now),
+                            "ejected": u.is_ejected(b, now),
                         })
                     })
                     .collect();
@@ -260,6 +259,7 @@ impl AdminApp {
                         "health_checked": u.health_checked,
                         "backends": backends,
                         "circuit_breaker": breaker,
+                        "dns": u.dns.as_deref().map(dns_status),
                     }),
                 )
             })
@@ -289,6 +289,28 @@ impl AdminApp {
             })),
         })
     }
+}
+
+/// An upstream's DNS names: what each resolved to, and when it was last looked up.
+fn dns_status(dns: &crate::upstream::DnsState) -> serde_json::Value {
+    let (ok, error) = dns.lookups();
+    let names: Vec<_> = dns
+        .names()
+        .iter()
+        .map(|n| {
+            let at = n.last_lookup();
+            json!({
+                "name": n.name,
+                "addresses": n.addresses().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                "last_lookup": at.map(httpdate::fmt_http_date),
+                "last_lookup_unix_ms": at
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_millis() as u64),
+                "last_error": n.last_error(),
+            })
+        })
+        .collect();
+    json!({ "names": names, "lookups_ok": ok, "lookups_error": error })
 }
 
 /// A host as the cache keys it (normalized like a request's `Host`); kept as given when it

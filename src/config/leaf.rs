@@ -153,3 +153,123 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for HeaderPairs<V> {
         d.deserialize_map(PairsVisitor(std::marker::PhantomData))
     }
 }
+
+/// `servers[].address`: an `ip:port`, or a DNS `name:port` that is resolved at run time.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ServerAddress {
+    /// An IP literal: one backend, never resolved.
+    Ip(std::net::SocketAddr),
+    /// A DNS name and the port its addresses are reached on.
+    Name {
+        /// The name as written, without a trailing dot.
+        host: String,
+        /// The port every resolved address is reached on.
+        port: u16,
+    },
+}
+
+deserialize_via_try_from!(ServerAddress, "ip:port or name:port");
+
+impl TryFrom<String> for ServerAddress {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        if let Ok(addr) = s.parse() {
+            return Ok(ServerAddress::Ip(addr));
+        }
+        let bad = |why: &str| {
+            format!("invalid address {s:?}: {why}; expected ip:port or name:port, e.g. 127.0.0.1:8080 or api.internal:8080")
+        };
+        let Some((host, port)) = s.rsplit_once(':') else {
+            return Err(bad("the port is required"));
+        };
+        let port: u16 = port.parse().map_err(|_| bad("invalid port"))?;
+        if port == 0 {
+            return Err(bad("port 0"));
+        }
+        let host = host.strip_suffix('.').unwrap_or(host);
+        if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') || host.contains(['[', ']']) {
+            // Looks like an IP literal that did not parse: never send it to DNS.
+            return Err(bad("invalid IP address"));
+        }
+        if !is_dns_name(host) {
+            return Err(bad("invalid DNS name"));
+        }
+        Ok(ServerAddress::Name {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+}
+
+impl std::fmt::Display for ServerAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerAddress::Ip(a) => write!(f, "{a}"),
+            ServerAddress::Name { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+/// RFC 1123 host name: dot-separated labels of 1 to 63 letters, digits and inner hyphens
+/// (underscores allowed too, as in SRV-style service names), at most 253 bytes.
+fn is_dns_name(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+#[cfg(test)]
+mod server_address_tests {
+    use super::ServerAddress;
+
+    fn parse(s: &str) -> Result<ServerAddress, String> {
+        ServerAddress::try_from(s.to_string())
+    }
+
+    #[test]
+    fn ip_literals_and_names_parse() {
+        assert_eq!(
+            parse("127.0.0.1:80"),
+            Ok(ServerAddress::Ip("127.0.0.1:80".parse().unwrap()))
+        );
+        assert!(matches!(parse("[::1]:80"), Ok(ServerAddress::Ip(_))));
+        assert_eq!(
+            parse("API.internal.:8080"),
+            Ok(ServerAddress::Name {
+                host: "api.internal".into(),
+                port: 8080
+            })
+        );
+        assert_eq!(
+            parse("svc_x.ns:1").map(|a| a.to_string()).as_deref(),
+            Ok("svc_x.ns:1")
+        );
+    }
+
+    #[test]
+    fn bad_addresses_are_refused() {
+        for bad in [
+            "api.internal",
+            "api.internal:",
+            "api.internal:http",
+            "api.internal:0",
+            "api.internal:70000",
+            "300.1.1.1:80",
+            "-api:80",
+            "a..b:80",
+            "a b:80",
+            ":80",
+            "[::1:80",
+        ] {
+            assert!(parse(bad).is_err(), "{bad} accepted");
+        }
+    }
+}

@@ -379,6 +379,22 @@ pub struct UpstreamConfig {
     /// Eject a backend that keeps failing in live traffic.
     #[serde(default)]
     pub passive_health: PassiveHealthConfig,
+    /// Seconds between lookups of the servers' DNS names (default 30); a shorter record TTL
+    /// wins.
+    #[serde(default)]
+    pub dns_refresh_seconds: Option<u64>,
+    /// DNS servers (`ip:port`) asked instead of those in `/etc/resolv.conf`.
+    #[serde(default)]
+    pub dns_servers: Vec<std::net::SocketAddr>,
+}
+
+impl UpstreamConfig {
+    /// Whether any server is a DNS name (the upstream's backend set is then dynamic).
+    pub fn has_dns_names(&self) -> bool {
+        self.servers
+            .iter()
+            .any(|s| matches!(s.address, crate::config::ServerAddress::Name { .. }))
+    }
 }
 
 /// `upstreams.NAME.circuit_breaker`.
@@ -489,8 +505,8 @@ fn default_retries() -> usize {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
-    /// `ip:port` of the backend.
-    pub address: String,
+    /// `ip:port` of the backend, or a DNS `name:port` whose addresses are the backends.
+    pub address: crate::config::ServerAddress,
     /// Relative weight for weighted algorithms (1 to 10000).
     #[serde(default = "default_weight")]
     pub weight: usize,

@@ -137,7 +137,7 @@ fn path_policy(s: &ServerSection) -> crate::edge::PathPolicy {
     }
 }
 
-/// Parses `ip:port`; a host name is refused because the gateway never resolves DNS on start-up.
+/// Parses `ip:port` (listeners, admin); a host name is refused: nothing is resolved to bind.
 pub fn socket_addr(path: &KeyPath, addr: &str) -> Result<SocketAddr, ConfigError> {
     addr.parse::<SocketAddr>().or_else(|_| {
         err(
@@ -145,6 +145,37 @@ pub fn socket_addr(path: &KeyPath, addr: &str) -> Result<SocketAddr, ConfigError
             format!("invalid address {addr:?}: expected ip:port, e.g. 127.0.0.1:8080"),
         )
     })
+}
+
+/// `dns_refresh_seconds` and `dns_servers` only mean something next to a DNS name.
+fn dns(u: &UpstreamConfig, p: &KeyPath) -> Result<(), ConfigError> {
+    let names = u.has_dns_names();
+    if let Some(secs) = u.dns_refresh_seconds {
+        if !names {
+            return err(
+                &p.key("dns_refresh_seconds"),
+                "only used when a server address is a DNS name",
+            );
+        }
+        if secs == 0 || secs > 86_400 {
+            return err(&p.key("dns_refresh_seconds"), "must be in 1..=86400");
+        }
+    }
+    if !u.dns_servers.is_empty() && !names {
+        return err(
+            &p.key("dns_servers"),
+            "only used when a server address is a DNS name",
+        );
+    }
+    for (i, a) in u.dns_servers.iter().enumerate() {
+        if a.port() == 0 || a.ip().is_unspecified() {
+            return err(
+                &p.key("dns_servers").index(i),
+                format!("invalid DNS server {a}"),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Two binds collide when their ports match and either IP is the other or a wildcard.
@@ -214,9 +245,11 @@ fn upstream(u: &UpstreamConfig, p: &KeyPath) -> Result<(), ConfigError> {
     let mut addrs = HashSet::new();
     for (i, s) in u.servers.iter().enumerate() {
         let sp = p.key("servers").index(i);
-        let addr = socket_addr(&sp.key("address"), &s.address)?;
-        if !addrs.insert(addr) {
-            return err(&sp.key("address"), format!("duplicate server {addr}"));
+        if !addrs.insert(&s.address) {
+            return err(
+                &sp.key("address"),
+                format!("duplicate server {}", s.address),
+            );
         }
         if s.weight == 0 || s.weight > MAX_WEIGHT {
             return err(
@@ -225,6 +258,7 @@ fn upstream(u: &UpstreamConfig, p: &KeyPath) -> Result<(), ConfigError> {
             );
         }
     }
+    dns(u, p)?;
     if let Some(key) = &u.hash_key {
         hash_key(&p.key("hash_key"), key)?;
         if u.load_balancing != LoadBalancing::ConsistentHash {

@@ -32,6 +32,8 @@ pub(super) struct UpstreamCollector {
     backend_healthy: Desc,
     backend_ejected: Desc,
     backend_in_flight: Desc,
+    dns_lookups: Desc,
+    resolved_addresses: Desc,
 }
 
 fn desc(name: &str, help: &str, labels: &[&str]) -> prometheus::Result<Desc> {
@@ -73,6 +75,16 @@ impl UpstreamCollector {
                 "Requests in flight to the backend.",
                 &["backend", "upstream"],
             )?,
+            dns_lookups: desc(
+                "avx_dns_lookups_total",
+                "DNS lookups of an upstream's server names, by result: ok or error.",
+                &["result", "upstream"],
+            )?,
+            resolved_addresses: desc(
+                "avx_upstream_resolved_addresses",
+                "Addresses in a DNS-discovered upstream's current backend set.",
+                &["upstream"],
+            )?,
         })
     }
 }
@@ -85,6 +97,8 @@ impl Collector for UpstreamCollector {
             &self.backend_healthy,
             &self.backend_ejected,
             &self.backend_in_flight,
+            &self.dns_lookups,
+            &self.resolved_addresses,
         ]
     }
 
@@ -92,6 +106,7 @@ impl Collector for UpstreamCollector {
         let now = now_us();
         let (mut state, mut transitions) = (Vec::new(), Vec::new());
         let (mut healthy, mut ejected, mut in_flight) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut lookups, mut resolved) = (Vec::new(), Vec::new());
         let upstreams = self.sources.upstreams.load();
         for up in upstreams.iter() {
             if let Some(b) = &up.breaker {
@@ -99,13 +114,27 @@ impl Collector for UpstreamCollector {
                 state.push(gauge_metric(l(), b.state() as u8 as f64));
                 transitions.push(counter(l(), b.transitions() as f64));
             }
-            for (i, backend) in up.backends.iter().enumerate() {
+            if let Some(dns) = &up.dns {
+                let (ok, error) = dns.lookups();
+                for (result, n) in [("ok", ok), ("error", error)] {
+                    let l = labels(&[("result", result), ("upstream", &up.name)]);
+                    lookups.push(counter(l, n as f64));
+                }
+                resolved.push(gauge_metric(
+                    labels(&[("upstream", &up.name)]),
+                    dns.resolved_addresses() as f64,
+                ));
+            }
+            for backend in up.backends().iter() {
                 let addr = backend.addr.to_string();
                 let l = || labels(&[("backend", &addr), ("upstream", &up.name)]);
-                healthy.push(gauge_metric(l(), f64::from(u8::from(up.is_healthy(i)))));
+                healthy.push(gauge_metric(
+                    l(),
+                    f64::from(u8::from(up.is_healthy(backend))),
+                ));
                 ejected.push(gauge_metric(
                     l(),
-                    f64::from(u8::from(up.is_ejected(i, now))),
+                    f64::from(u8::from(up.is_ejected(backend, now))),
                 ));
                 in_flight.push(gauge_metric(
                     l(),
@@ -119,6 +148,8 @@ impl Collector for UpstreamCollector {
             family(&self.backend_healthy, MetricType::GAUGE, healthy),
             family(&self.backend_ejected, MetricType::GAUGE, ejected),
             family(&self.backend_in_flight, MetricType::GAUGE, in_flight),
+            family(&self.dns_lookups, MetricType::COUNTER, lookups),
+            family(&self.resolved_addresses, MetricType::GAUGE, resolved),
         ]
     }
 }

@@ -5,7 +5,7 @@ use crate::plugin::Consumer;
 use crate::policy::{ConcurrencyGuard, Decision};
 use crate::routing::RouteId;
 use crate::runtime::Runtime;
-use crate::upstream::{Admission, InflightGuard, UpstreamId};
+use crate::upstream::{Admission, BackendSlot, InflightGuard, UpstreamId};
 use http::HeaderValue;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -21,9 +21,9 @@ pub struct RequestCtx {
     pub route: Option<RouteId>,
     /// The upstream the request goes to (the route's, or its split's pick).
     pub upstream: Option<UpstreamId>,
-    /// Slot of the backend currently used.
+    /// Id ([`crate::upstream::BackendSlot::id`]) of the backend currently used.
     pub backend: Option<usize>,
-    /// Backends already tried by this request (grows only on retries).
+    /// Ids of the backends already tried by this request (grows only on retries).
     pub tried: Vec<usize>,
     /// The request id, forwarded upstream and returned downstream.
     pub request_id: Option<HeaderValue>,
@@ -199,6 +199,12 @@ impl RequestCtx {
             mirror_started: false,
             mirror_tap: None,
         }
+    }
+
+    /// The backend currently used: the one the in-flight guard holds, while `backend` names it.
+    pub fn current_backend(&self) -> Option<&BackendSlot> {
+        let guard = self.inflight.as_ref()?;
+        (self.backend == Some(guard.slot().id)).then(|| &**guard.slot())
     }
 }
 

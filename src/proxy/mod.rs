@@ -275,9 +275,10 @@ impl ProxyHttp for GatewayProxy {
                 format!("no healthy backend in upstream {}", up.name),
             ));
         };
-        ctx.backend = Some(slot);
+        ctx.backend = Some(slot.id);
+        let peer = up.peer(&slot);
         ctx.inflight = Some(up.begin(slot));
-        Ok(up.peer(slot))
+        Ok(peer)
     }
 
     fn persist_connection_context(
@@ -300,14 +301,15 @@ impl ProxyHttp for GatewayProxy {
         let Some(up) = upstream_of(&rt, ctx) else {
             return e;
         };
-        let Some(slot) = ctx.backend else {
+        let Some(slot) = ctx.current_backend() else {
             return e;
         };
         up.record_backend(slot, true);
-        ctx.connect_failed = Some(slot);
+        let id = slot.id;
+        ctx.connect_failed = Some(id);
         // A refused or timed-out connect never reached the backend, so another one may be
         // tried; with nowhere else to go, the connect error itself is the answer (502/504).
-        e.set_retry(ctx.tried.len() < up.retries && up.has_alternative(&ctx.tried, slot));
+        e.set_retry(ctx.tried.len() < up.retries && up.has_alternative(&ctx.tried, id));
         e
     }
 
@@ -337,9 +339,9 @@ impl ProxyHttp for GatewayProxy {
             forwarding::strip_query(upstream_request)?;
         }
         static NO_HOST: http::HeaderValue = http::HeaderValue::from_static("");
-        let backend_host = match (upstream_of(&rt, ctx), ctx.backend) {
-            (Some(up), Some(slot)) => up.host_header(slot),
-            _ => &NO_HOST,
+        let backend_host = match ctx.current_backend() {
+            Some(slot) => slot.host_header(),
+            None => &NO_HOST,
         };
         forwarding::upstream_headers(
             session,

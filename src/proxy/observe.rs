@@ -106,8 +106,9 @@ fn entry<'a>(
 ) -> LogEntry<'a> {
     let req = session.req_header();
     let upstream = ctx.upstream.map(|u| runtime.upstream(u));
-    // After a failed attempt the backend moves to `tried`; log the last one tried.
-    let backend = ctx.backend.or_else(|| ctx.tried.last().copied());
+    // After a failed attempt the backend moves to `tried` but its guard stays until the next
+    // pick: the guard's backend is the last one tried.
+    let backend = ctx.inflight.as_ref().map(|g| g.slot().addr);
     let header = |name| {
         req.headers
             .get(name)
@@ -134,10 +135,7 @@ fn entry<'a>(
         duration,
         route: ctx.route.map(|r| &*runtime.route(r).name),
         upstream: upstream.map(|u| &*u.name),
-        upstream_addr: upstream
-            .zip(backend)
-            .and_then(|(u, b)| u.backends.get(b))
-            .map(|b| b.addr),
+        upstream_addr: upstream.and(backend),
         upstream_duration,
         cache_status: ctx.cache_status,
         decision: ctx

@@ -159,7 +159,10 @@ pub fn record_outcome(up: &Upstream, ctx: &mut RequestCtx, status: Option<u16>) 
     }
     ctx.outcome_recorded = true;
     // A connect failure was already charged to its backend in `fail_to_connect`.
-    if let Some(slot) = ctx.backend.filter(|&s| ctx.connect_failed != Some(s)) {
+    if let Some(slot) = ctx
+        .current_backend()
+        .filter(|s| ctx.connect_failed != Some(s.id))
+    {
         let failed = status.is_none_or(|s| up.is_backend_failure_status(s));
         up.record_backend(slot, failed);
     }

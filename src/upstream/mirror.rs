@@ -120,7 +120,7 @@ impl Mirror {
             self.counters.dropped.inc();
             return None;
         };
-        let peer = self.upstream.peer(backend);
+        let peer = self.upstream.peer(&backend);
         let copy = req.clone();
         let (tx, rx) = if has_body {
             let (tx, rx) = mpsc::channel(BODY_QUEUE);

@@ -1,6 +1,7 @@
 //! Upstream pools: backends, selection, health checks and the peers handed to Pingora.
 
 mod breaker;
+mod dns;
 mod health;
 mod mirror;
 mod pool;
@@ -8,6 +9,7 @@ mod selection;
 mod supervisor;
 
 pub use breaker::{Admission, BreakerState, CircuitBreaker};
+pub use dns::{DnsState, NameState};
 pub use mirror::{BodyTap, Mirror, MirrorCounters};
 pub use pool::{BackendSlot, InflightGuard, Upstream};
 pub use selection::HashKey;

@@ -1,15 +1,23 @@
 //! One upstream pool: its backends, their pre-built peers, selection and in-flight counts.
+//!
+//! The backend set is either fixed (every server an IP literal) or followed through DNS
+//! ([`super::dns`]). Either way each pingora [`Backend`] carries its [`BackendSlot`] in its
+//! extensions, so what the selector returns is always the slot of the same generation, and a
+//! request keeps the slot it picked (its in-flight count, passive health, peer) even after
+//! DNS took the address away.
 
 use super::breaker::CircuitBreaker;
+use super::dns::{self, DnsState};
 use super::health;
-use super::selection::{HashKey, Selector, SlotIndex};
-use crate::config::{ConfigError, KeyPath, LoadBalancing, UpstreamConfig};
+use super::selection::{HashKey, Selector, SlotRef};
+use crate::config::{ConfigError, KeyPath, LoadBalancing, ServerAddress, UpstreamConfig};
 use crate::policy::now_us;
+use arc_swap::ArcSwap;
 use http::HeaderValue;
 use pingora_core::protocols::ALPN;
 use pingora_core::services::background::BackgroundService;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_load_balancing::discovery::Static;
+use pingora_load_balancing::discovery::{ServiceDiscovery, Static};
 use pingora_load_balancing::selection::{BackendIter, BackendSelection};
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 use std::collections::BTreeSet;
@@ -20,6 +28,9 @@ use std::time::Duration;
 
 /// A backend of an upstream, with the peer template the proxy clones for each request.
 pub struct BackendSlot {
+    /// Stable id within the upstream: the server's index for a fixed set, a fresh number for
+    /// each address DNS brings in. What `tried` lists hold.
+    pub id: usize,
     /// The backend's address.
     pub addr: SocketAddr,
     /// Configured weight.
@@ -32,8 +43,59 @@ pub struct BackendSlot {
     ejected_until: AtomicU64,
     /// Host header sent when a route does not preserve the client's.
     host: HeaderValue,
+    /// The backend as the selector knows it (address and weight; no extensions, so no cycle).
     backend: Backend,
     peer: HttpPeer,
+}
+
+impl BackendSlot {
+    /// A slot for `addr`, reached with the upstream's peer settings; `host` is its Host header.
+    pub(crate) fn new(
+        id: usize,
+        addr: SocketAddr,
+        weight: usize,
+        host: HeaderValue,
+        peer: HttpPeer,
+    ) -> BackendSlot {
+        BackendSlot {
+            id,
+            addr,
+            weight,
+            inflight: AtomicUsize::new(0),
+            failures: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            host,
+            backend: Backend {
+                addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(addr),
+                weight,
+                ext: http::Extensions::new(),
+            },
+            peer,
+        }
+    }
+
+    /// The pingora backend that carries this slot in its extensions.
+    pub(crate) fn marked_backend(self: &Arc<Self>) -> Backend {
+        let mut b = self.backend.clone();
+        b.ext.insert(SlotRef(self.clone()));
+        b
+    }
+
+    /// The backend as the selector's health table keys it.
+    pub(crate) fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// The Host header sent to this backend when the client's is not preserved.
+    pub fn host_header(&self) -> &HeaderValue {
+        &self.host
+    }
+}
+
+/// The current backend slots: fixed, or swapped whole by DNS discovery.
+enum Slots {
+    Fixed(Arc<Vec<Arc<BackendSlot>>>),
+    Dynamic(Arc<ArcSwap<Vec<Arc<BackendSlot>>>>),
 }
 
 /// An upstream pool, built once from `upstreams.NAME`.
@@ -46,8 +108,9 @@ pub struct Upstream {
     pub hash_key: HashKey,
     /// Whether an active health check runs for this pool.
     pub health_checked: bool,
-    /// Backends in config order.
-    pub backends: Vec<BackendSlot>,
+    /// DNS discovery state, when a server address is a name.
+    pub dns: Option<Arc<DnsState>>,
+    slots: Slots,
     /// The upstream's circuit breaker, when configured.
     pub breaker: Option<CircuitBreaker>,
     /// Keep upstream connections per worker thread (set when `server.work_stealing` is off).
@@ -70,17 +133,21 @@ struct PassiveHealth {
     failure_statuses: Vec<u16>,
 }
 
-/// Decrements a backend's in-flight count when the request is done.
+/// Holds a backend's in-flight count up, and the backend itself alive, until the request ends.
 pub struct InflightGuard {
-    upstream: Arc<Upstream>,
-    slot: usize,
+    slot: Arc<BackendSlot>,
+}
+
+impl InflightGuard {
+    /// The backend this request was sent to.
+    pub fn slot(&self) -> &Arc<BackendSlot> {
+        &self.slot
+    }
 }
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        self.upstream.backends[self.slot]
-            .inflight
-            .fetch_sub(1, Ordering::Relaxed);
+        self.slot.inflight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -92,32 +159,44 @@ impl Upstream {
         idle_timeout: Option<Duration>,
     ) -> Result<Upstream, ConfigError> {
         let path = KeyPath::root().key("upstreams").key(name);
-        let mut set = BTreeSet::new();
-        let mut backends = Vec::with_capacity(cfg.servers.len());
-        for (i, server) in cfg.servers.iter().enumerate() {
-            let sp = path.key("servers").index(i);
-            let addr: SocketAddr = crate::config::socket_addr(&sp.key("address"), &server.address)?;
-            let mut backend = Backend::new_with_weight(&server.address, server.weight)
-                .map_err(|e| ConfigError::at(&sp.key("address"), e.to_string()))?;
-            backend.ext.insert(SlotIndex(i));
-            set.insert(backend.clone());
-            backends.push(BackendSlot {
-                addr,
-                weight: server.weight,
-                inflight: AtomicUsize::new(0),
-                failures: AtomicU32::new(0),
-                ejected_until: AtomicU64::new(0),
-                peer: peer(cfg, addr, idle_timeout),
-                host: host_value(cfg, &server.address).map_err(|e| {
-                    let key = match cfg.tls {
-                        Some(_) => path.key("tls").key("sni"),
-                        None => sp.key("address"),
-                    };
-                    ConfigError::at(&key, e)
-                })?,
-                backend,
-            });
-        }
+        let host_err = |i: usize, e: String| {
+            let key = match cfg.tls {
+                Some(_) => path.key("tls").key("sni"),
+                None => path.key("servers").index(i).key("address"),
+            };
+            ConfigError::at(&key, e)
+        };
+        let (slots, discovery, dns, update): (
+            Slots,
+            Box<dyn ServiceDiscovery + Send + Sync>,
+            _,
+            _,
+        ) = if cfg.has_dns_names() {
+            let (discovery, state) = dns::DnsDiscovery::start(name, cfg, &path, idle_timeout)?;
+            let update = Some(discovery.tick());
+            let slots = Slots::Dynamic(state.slots.clone());
+            (slots, Box::new(discovery), Some(state), update)
+        } else {
+            let mut set = BTreeSet::new();
+            let mut list = Vec::with_capacity(cfg.servers.len());
+            for (i, server) in cfg.servers.iter().enumerate() {
+                let ServerAddress::Ip(addr) = server.address else {
+                    continue;
+                };
+                let host =
+                    host_value(cfg, &server.address.to_string()).map_err(|e| host_err(i, e))?;
+                let slot = Arc::new(BackendSlot::new(
+                    i,
+                    addr,
+                    server.weight,
+                    host,
+                    peer(cfg, addr, idle_timeout),
+                ));
+                set.insert(slot.marked_backend());
+                list.push(slot);
+            }
+            (Slots::Fixed(Arc::new(list)), Static::new(set), None, None)
+        };
         let check = health::build(cfg)
             .map_err(|e| ConfigError::at(&path.key("health_check"), e.to_string()))?;
         let interval = cfg
@@ -127,8 +206,11 @@ impl Upstream {
         let mut background: Option<Arc<dyn BackgroundService + Send + Sync>> = None;
         macro_rules! balancer {
             ($alg:ty) => {{
-                let lb = Arc::new(balancer::<$alg>(set, check, interval));
-                if interval.is_some() {
+                let lb = Arc::new(
+                    balancer::<$alg>(discovery, check, interval, update)
+                        .map_err(|e| ConfigError::at(&path.key("servers"), e))?,
+                );
+                if interval.or(update).is_some() {
                     background = Some(lb.clone());
                 }
                 lb
@@ -147,7 +229,6 @@ impl Upstream {
             LoadBalancing::LeastConnections => Selector::LeastConnections(
                 balancer!(pingora_load_balancing::selection::RoundRobin),
                 AtomicUsize::new(0),
-                backends.iter().map(|b| b.backend.clone()).collect(),
             ),
         };
         let hash_key = cfg
@@ -171,7 +252,8 @@ impl Upstream {
             retries: cfg.retries,
             hash_key,
             health_checked: interval.is_some(),
-            backends,
+            dns,
+            slots,
             per_worker_pools: false,
             selector,
             background,
@@ -179,45 +261,63 @@ impl Upstream {
         Ok(upstream)
     }
 
-    /// Picks a ready backend not yet tried by this request; `key` matters only for hashing.
-    pub fn select(&self, key: &[u8], tried: &[usize]) -> Option<usize> {
-        if self.backends.len() == 1 {
-            // Nothing to choose between (an ejected lone backend still serves, see below).
-            return (!tried.contains(&0) && self.is_healthy(0)).then_some(0);
+    /// Runs `f` over the current backend slots (an `ArcSwap` load for a DNS upstream).
+    fn with_slots<R>(&self, f: impl FnOnce(&[Arc<BackendSlot>]) -> R) -> R {
+        match &self.slots {
+            Slots::Fixed(list) => f(list),
+            Slots::Dynamic(swap) => f(&swap.load()),
         }
-        let now = now_us();
-        let load = |i: usize| self.backends[i].inflight.load(Ordering::Relaxed);
-        self.selector
-            .select(
-                key,
-                |i| !tried.contains(&i) && !self.is_ejected(i, now),
-                load,
-            )
-            // Ejecting every backend would turn a flaky upstream into a dead one, so when
-            // nothing else is left the ejected ones serve (Envoy's panic threshold, at 100%).
-            .or_else(|| self.selector.select(key, |i| !tried.contains(&i), load))
+    }
+
+    /// The current backends, in config (then address) order; for status pages and scrapes.
+    pub fn backends(&self) -> Arc<Vec<Arc<BackendSlot>>> {
+        match &self.slots {
+            Slots::Fixed(list) => list.clone(),
+            Slots::Dynamic(swap) => swap.load_full(),
+        }
+    }
+
+    /// Picks a ready backend not yet tried by this request; `key` matters only for hashing.
+    /// `tried` holds [`BackendSlot::id`]s.
+    pub fn select(&self, key: &[u8], tried: &[usize]) -> Option<Arc<BackendSlot>> {
+        self.with_slots(|slots| {
+            if let [only] = slots {
+                // Nothing to choose between (an ejected lone backend still serves, see below).
+                return (!tried.contains(&only.id) && self.is_healthy(only)).then(|| only.clone());
+            }
+            let now = now_us();
+            self.selector
+                .select(key, slots, |s| {
+                    !tried.contains(&s.id) && !self.is_ejected(s, now)
+                })
+                // Ejecting every backend would turn a flaky upstream into a dead one, so when
+                // nothing else is left the ejected ones serve (Envoy's panic threshold, at 100%).
+                .or_else(|| self.selector.select(key, slots, |s| !tried.contains(&s.id)))
+        })
     }
 
     /// Whether a backend other than `current` and those in `tried` could take a retry.
     pub fn has_alternative(&self, tried: &[usize], current: usize) -> bool {
         let now = now_us();
-        (0..self.backends.len()).any(|i| {
-            i != current && !tried.contains(&i) && self.is_healthy(i) && !self.is_ejected(i, now)
+        self.with_slots(|slots| {
+            slots.iter().any(|s| {
+                s.id != current
+                    && !tried.contains(&s.id)
+                    && self.is_healthy(s)
+                    && !self.is_ejected(s, now)
+            })
         })
     }
 
-    /// Counts a request against backend `slot` until the guard drops.
-    pub fn begin(self: &Arc<Self>, slot: usize) -> InflightGuard {
-        self.backends[slot].inflight.fetch_add(1, Ordering::Relaxed);
-        InflightGuard {
-            upstream: self.clone(),
-            slot,
-        }
+    /// Counts a request against `slot` until the guard drops.
+    pub fn begin(&self, slot: Arc<BackendSlot>) -> InflightGuard {
+        slot.inflight.fetch_add(1, Ordering::Relaxed);
+        InflightGuard { slot }
     }
 
-    /// A fresh peer for backend `slot`, with the pool's timeouts and TLS settings.
-    pub fn peer(&self, slot: usize) -> Box<HttpPeer> {
-        let mut peer = Box::new(self.backends[slot].peer.clone());
+    /// A fresh peer for `slot`, with the pool's timeouts and TLS settings.
+    pub fn peer(&self, slot: &BackendSlot) -> Box<HttpPeer> {
+        let mut peer = Box::new(slot.peer.clone());
         if self.per_worker_pools {
             // Part of the pool key, so a connection is only reused by the worker that opened it.
             peer.group_key = worker_id();
@@ -225,9 +325,9 @@ impl Upstream {
         peer
     }
 
-    /// Whether backend `slot` is passively ejected at `now` (policy-clock microseconds).
-    pub fn is_ejected(&self, slot: usize, now: u64) -> bool {
-        self.backends[slot].ejected_until.load(Ordering::Relaxed) > now
+    /// Whether `slot` is passively ejected at `now` (policy-clock microseconds).
+    pub fn is_ejected(&self, slot: &BackendSlot, now: u64) -> bool {
+        slot.ejected_until.load(Ordering::Relaxed) > now
     }
 
     /// Whether an upstream status counts as a live-traffic failure of the backend.
@@ -237,10 +337,9 @@ impl Upstream {
             .is_some_and(|p| p.failure_statuses.contains(&status))
     }
 
-    /// Records a live-traffic outcome for backend `slot`, ejecting it after a run of failures.
-    pub fn record_backend(&self, slot: usize, failed: bool) {
+    /// Records a live-traffic outcome for `slot`, ejecting it after a run of failures.
+    pub fn record_backend(&self, b: &BackendSlot, failed: bool) {
         let Some(p) = &self.passive else { return };
-        let b = &self.backends[slot];
         if !failed {
             b.failures.store(0, Ordering::Relaxed);
             return;
@@ -264,46 +363,50 @@ impl Upstream {
         matches!(self.selector, Selector::Consistent(_))
     }
 
-    /// The Host header to send to backend `slot` when the client's is not preserved.
-    pub fn host_header(&self, slot: usize) -> &HeaderValue {
-        &self.backends[slot].host
-    }
-
-    /// Whether backend `slot` is currently healthy.
-    pub fn is_healthy(&self, slot: usize) -> bool {
-        self.selector.ready(&self.backends[slot].backend)
+    /// Whether `slot` is currently healthy (a slot DNS took away is not).
+    pub fn is_healthy(&self, slot: &BackendSlot) -> bool {
+        self.selector.ready(&slot.backend)
     }
 
     /// Number of backends that are currently healthy.
     pub fn healthy_count(&self) -> usize {
-        (0..self.backends.len())
-            .filter(|&i| self.is_healthy(i))
-            .count()
+        self.with_slots(|slots| slots.iter().filter(|s| self.is_healthy(s)).count())
     }
 }
 
 fn balancer<S>(
-    set: BTreeSet<Backend>,
+    discovery: Box<dyn ServiceDiscovery + Send + Sync>,
     check: Option<Box<dyn pingora_load_balancing::health_check::HealthCheck + Send + Sync>>,
     interval: Option<Duration>,
-) -> LoadBalancer<S>
+    update: Option<Duration>,
+) -> Result<LoadBalancer<S>, String>
 where
     S: BackendSelection + 'static,
     S::Iter: BackendIter,
 {
-    let mut backends = Backends::new(Static::new(set));
+    let mut backends = Backends::new(discovery);
     if let Some(check) = check {
         backends.set_health_check(check);
     }
     let mut lb = LoadBalancer::<S>::from_backends(backends);
     lb.health_check_frequency = interval;
+    lb.update_frequency = update;
     lb.parallel_health_check = true;
-    // Static discovery resolves nothing and never waits, so the first update completes at once.
-    let _ = futures::FutureExt::now_or_never(lb.update());
-    lb
+    // Static discovery never waits, and DNS discovery's first answer is the start-up lookup,
+    // so the first update completes at once, on this thread, without a runtime.
+    match futures::FutureExt::now_or_never(lb.update()) {
+        Some(Ok(())) => Ok(lb),
+        Some(Err(e)) => Err(format!("building the backend set: {e}")),
+        None => Err("building the backend set: discovery did not answer at once".into()),
+    }
 }
 
-fn peer(cfg: &UpstreamConfig, addr: SocketAddr, idle_timeout: Option<Duration>) -> HttpPeer {
+/// The peer template for a backend at `addr`.
+pub(crate) fn peer(
+    cfg: &UpstreamConfig,
+    addr: SocketAddr,
+    idle_timeout: Option<Duration>,
+) -> HttpPeer {
     let (tls, sni) = match &cfg.tls {
         Some(t) => (true, t.sni.clone()),
         None => (false, String::new()),
@@ -329,7 +432,7 @@ fn peer(cfg: &UpstreamConfig, addr: SocketAddr, idle_timeout: Option<Duration>) 
 
 /// The Host header for a backend whose client Host is not preserved: its TLS name, else its
 /// address. Built once so each request only clones it.
-fn host_value(cfg: &UpstreamConfig, address: &str) -> Result<HeaderValue, String> {
+pub(crate) fn host_value(cfg: &UpstreamConfig, address: &str) -> Result<HeaderValue, String> {
     let host = cfg.tls.as_ref().map_or(address, |t| t.sni.as_str());
     HeaderValue::from_str(host).map_err(|_| format!("{host:?} is not a valid Host header"))
 }

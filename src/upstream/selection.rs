@@ -1,5 +1,6 @@
 //! Backend selection: Pingora's weighted round robin, random and ketama, plus least-connections.
 
+use super::BackendSlot;
 use pingora_load_balancing::selection::{Consistent, Random, RoundRobin};
 use pingora_load_balancing::{Backend, LoadBalancer};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,86 +37,89 @@ pub(crate) enum Selector {
     Random(Arc<LoadBalancer<Random>>),
     Consistent(Arc<LoadBalancer<Consistent>>),
     /// Health comes from the inner balancer; the choice is ours.
-    LeastConnections(Arc<LoadBalancer<RoundRobin>>, AtomicUsize, Vec<Backend>),
+    LeastConnections(Arc<LoadBalancer<RoundRobin>>, AtomicUsize),
 }
 
 /// How many candidates the hash-ring and weighted iterators may visit before giving up.
 const MAX_ITERATIONS: usize = 256;
 
 impl Selector {
-    /// Picks a ready backend whose slot index passes `accept`; `load(i)` is the in-flight
-    /// count of slot `i`, used by least-connections.
+    /// Picks a ready backend whose slot passes `accept`; `slots` is the upstream's current
+    /// set, which least-connections scans (the other algorithms use Pingora's selector).
     pub(crate) fn select(
         &self,
         key: &[u8],
-        accept: impl Fn(usize) -> bool,
-        load: impl Fn(usize) -> usize,
-    ) -> Option<usize> {
+        slots: &[Arc<BackendSlot>],
+        accept: impl Fn(&BackendSlot) -> bool,
+    ) -> Option<Arc<BackendSlot>> {
         let ok = |b: &Backend, healthy: bool| healthy && slot(b).is_some_and(&accept);
         let picked = match self {
             Selector::RoundRobin(lb) => lb.select_with(key, MAX_ITERATIONS, ok),
             Selector::Random(lb) => lb.select_with(key, MAX_ITERATIONS, ok),
             Selector::Consistent(lb) => lb.select_with(key, MAX_ITERATIONS, ok),
-            Selector::LeastConnections(lb, rotor, backends) => {
-                return least_loaded(lb, rotor, backends, &accept, &load);
+            Selector::LeastConnections(lb, rotor) => {
+                return least_loaded(lb, rotor, slots, &accept).cloned();
             }
         };
-        picked.as_ref().and_then(slot)
+        // The returned backend is our own copy: take its slot out rather than clone it again.
+        picked
+            .and_then(|mut b| b.ext.remove::<SlotRef>())
+            .map(|s| s.0)
     }
 
     /// Whether the backend is currently considered healthy (and enabled).
     pub(crate) fn ready(&self, b: &Backend) -> bool {
         match self {
-            Selector::RoundRobin(lb) | Selector::LeastConnections(lb, _, _) => {
-                lb.backends().ready(b)
-            }
+            Selector::RoundRobin(lb) | Selector::LeastConnections(lb, _) => lb.backends().ready(b),
             Selector::Random(lb) => lb.backends().ready(b),
             Selector::Consistent(lb) => lb.backends().ready(b),
         }
     }
 }
 
-/// The slot index stored in a backend's extensions when the pool was built.
-pub(crate) fn slot(b: &Backend) -> Option<usize> {
-    b.ext.get::<SlotIndex>().map(|s| s.0)
+/// The slot a backend carries in its extensions.
+fn slot(b: &Backend) -> Option<&BackendSlot> {
+    b.ext.get::<SlotRef>().map(|s| &*s.0)
 }
 
-/// Marks a [`Backend`] with its position in [`super::Upstream`]'s slot list.
-#[derive(Clone, Copy)]
-pub(crate) struct SlotIndex(pub usize);
+/// Marks a [`Backend`] with its [`BackendSlot`], so a selector of any generation hands back
+/// the slot it was built with.
+#[derive(Clone)]
+pub(crate) struct SlotRef(pub Arc<BackendSlot>);
 
 /// Fewest in-flight requests per unit of weight; ties rotate so equal backends share load.
-fn least_loaded(
+fn least_loaded<'a>(
     lb: &LoadBalancer<RoundRobin>,
     rotor: &AtomicUsize,
-    backends: &[Backend],
-    accept: &impl Fn(usize) -> bool,
-    load: &impl Fn(usize) -> usize,
-) -> Option<usize> {
-    let n = backends.len();
+    slots: &'a [Arc<BackendSlot>],
+    accept: &impl Fn(&BackendSlot) -> bool,
+) -> Option<&'a Arc<BackendSlot>> {
+    let n = slots.len();
     if n == 0 {
         return None;
     }
     // Scores first, from atomics only; Pingora's health table (a hash of the backend and a
     // map lookup, ~100 ns) is asked about the winner, and about the others only when the
-    // winner is down. `backends` is indexed by slot, so no per-backend extension lookup.
+    // winner is down.
     let start = rotor.fetch_add(1, Ordering::Relaxed) % n;
-    let lowest = |ready: &dyn Fn(&Backend) -> bool| {
-        let mut best: Option<(usize, usize)> = None; // (load * 1e6 / weight, slot)
+    let lowest = |ready: &dyn Fn(&BackendSlot) -> bool| {
+        let mut best: Option<(usize, usize)> = None; // (load * 1e6 / weight, index)
         for i in (start..n).chain(0..start) {
-            if !accept(i) || !ready(&backends[i]) {
+            let s = &slots[i];
+            if !accept(s) || !ready(s) {
                 continue;
             }
-            let score = load(i) * 1_000_000 / backends[i].weight.max(1);
-            if best.is_none_or(|(s, _)| score < s) {
+            let score = s.inflight.load(Ordering::Relaxed) * 1_000_000 / s.weight.max(1);
+            if best.is_none_or(|(b, _)| score < b) {
                 best = Some((score, i));
             }
         }
-        best.map(|(_, i)| i)
+        best.map(|(_, i)| &slots[i])
     };
+    let ready = |s: &BackendSlot| lb.backends().ready(s.backend());
     match lowest(&|_| true) {
-        Some(i) if lb.backends().ready(&backends[i]) => Some(i),
-        Some(_) => lowest(&|b| lb.backends().ready(b)),
+        Some(s) if ready(s) => Some(s),
+        Some(_) => lowest(&ready),
         None => None,
     }
 }

@@ -203,7 +203,7 @@ fn invalid_server_address_is_rejected() {
   api:
     servers:
       - address: 127.0.0.1:3000
-      - address: localhost:3001
+      - address: localhost
 routes:
   - name: a
     upstream: api
@@ -213,7 +213,7 @@ routes:
         &yaml,
         7,
         "upstreams.api.servers[1].address",
-        "invalid address \"localhost:3001\"",
+        "invalid address \"localhost\": the port is required",
     );
 }
 

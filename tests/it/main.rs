@@ -11,6 +11,7 @@ mod circuit_breaker;
 mod compression;
 mod config_errors;
 mod dashboards;
+mod dns;
 mod health;
 mod metrics;
 mod passive_health;

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod faulty;
 pub mod fetch;
 pub mod gateway;
