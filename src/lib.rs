@@ -18,6 +18,7 @@ pub mod proxy;
 pub mod routing;
 pub mod runtime;
 pub mod server;
+pub mod tracing;
 pub mod upstream;
 
 pub use config::{Config, ConfigError};

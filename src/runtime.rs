@@ -57,6 +57,9 @@ pub struct Runtime {
     pub connections: Arc<ConnectionLimit>,
     /// `X-Forwarded-Port` values of the listeners, rendered once.
     pub listener_ports: Box<[(u16, http::HeaderValue)]>,
+    /// The tracer, when `tracing.enabled` (a reload may keep the previous one, see
+    /// [`crate::tracing::attach`]).
+    pub tracing: Option<Arc<crate::tracing::Tracer>>,
 }
 
 /// Per-request downstream settings taken from `server:`.
@@ -170,6 +173,7 @@ impl Runtime {
                 mirror,
             });
         }
+        let tracing = crate::tracing::attach(None, &config.tracing, &metrics)?;
         let access_log = match &config.access_log {
             a if a.enabled => Some(Arc::new(
                 AccessLog::open(a, metrics.access_log_dropped().clone()).map_err(|e| {
@@ -199,6 +203,7 @@ impl Runtime {
                     .filter_map(|l| l.address.parse::<std::net::SocketAddr>().ok())
                     .map(|a| (a.port(), http::HeaderValue::from(a.port())))
                     .collect(),
+                tracing,
             },
             services,
         ))

@@ -16,6 +16,7 @@ mod labels;
 mod process;
 mod route;
 mod scrape;
+mod tracing;
 
 pub use cache::CacheEvent;
 pub use labels::{ErrorKind, LATENCY_BUCKETS, METHODS, STATUS_CLASSES};
@@ -224,6 +225,12 @@ impl Metrics {
     /// The counter of access log lines dropped under back-pressure.
     pub fn access_log_dropped(&self) -> &IntCounter {
         &self.access_log_dropped
+    }
+
+    /// Exports the tracer's span counters (`avx_tracing_spans_*_total`) in every scrape.
+    pub fn watch_tracing(&self, stats: Arc<crate::tracing::Stats>) -> prometheus::Result<()> {
+        self.registry
+            .register(Box::new(tracing::TracingCollector::new(stats)?))
     }
 
     /// The registry holding every series (for embedding or custom exposition).

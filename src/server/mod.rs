@@ -96,6 +96,9 @@ impl Gateway {
         for svc in self.health {
             server.add_boxed_service(svc);
         }
+        if let Some(tracer) = &self.runtime.tracing {
+            server.add_boxed_service(tracer.service());
+        }
         match &self.runtime.access_log {
             Some(log) => server.add_boxed_service(log.service()),
             None => server.add_boxed_service(crate::access_log::ignore_sigusr1()),
