@@ -228,6 +228,11 @@ impl AdminApp {
                 "bytes": c.bytes(),
                 "evictions": c.evictions(),
             })),
+            "tracing": {
+                "enabled": self.runtime.tracing.is_some(),
+                "exported": self.runtime.tracing.as_ref().map_or(0, |t| t.stats().exported()),
+                "dropped": self.runtime.tracing.as_ref().map_or(0, |t| t.stats().dropped()),
+            },
         })
     }
 }

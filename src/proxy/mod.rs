@@ -15,6 +15,7 @@ mod plugins;
 mod protection;
 mod request_id;
 mod respond;
+mod spans;
 mod upgrade;
 
 pub use context::{EffectiveHost, Rejection, RequestCtx};
@@ -66,6 +67,7 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         downstream::configure(session, &self.runtime.downstream);
+        spans::start(&self.runtime, session, ctx);
         ctx.request_id = Some(request_id::resolve(
             session.req_header().headers.get(&X_REQUEST_ID),
         ));
@@ -268,6 +270,7 @@ impl ProxyHttp for GatewayProxy {
         };
         ctx.backend = Some(slot);
         ctx.inflight = Some(up.begin(slot));
+        spans::attempt(&up, slot, session, ctx);
         Ok(up.peer(slot))
     }
 
@@ -287,6 +290,7 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        spans::connect_failed(ctx, &e);
         let Some(up) = self.upstream(ctx) else {
             return e;
         };
@@ -338,6 +342,7 @@ impl ProxyHttp for GatewayProxy {
             backend_host,
             &self.runtime,
         )?;
+        spans::inject(ctx, upstream_request)?;
         plugins::upstream_request(&self.runtime, upstream_request, ctx).await;
         mirroring::start(&self.runtime, session, upstream_request, ctx);
         Ok(())
@@ -372,6 +377,7 @@ impl ProxyHttp for GatewayProxy {
             );
         }
         caching::note_revalidation(session, upstream_response, ctx);
+        spans::upstream_status(ctx, upstream_response.status.as_u16());
         if let Some(i) = ctx.upstream {
             let status = upstream_response.status.as_u16();
             protection::response_started(self.runtime.upstream(i), ctx, status);
@@ -457,6 +463,7 @@ impl ProxyHttp for GatewayProxy {
         }
         observe::finish(&self.runtime, session, e, ctx);
         plugins::logging(&self.runtime, session, ctx).await;
+        spans::finish(&self.runtime, session, e, ctx);
     }
 }
 
