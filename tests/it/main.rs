@@ -18,6 +18,7 @@ mod proxying;
 mod rate_limit;
 mod routing;
 mod smoke;
+mod tracing;
 mod traffic;
 mod upgrade;
 mod upstream_faults;
