@@ -154,3 +154,67 @@ pub fn attach(
         .map_err(|e| ConfigError::at(&KeyPath::root().key("tracing"), format!("metrics: {e}")))?;
     Ok(Some(tracer))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::runtime::Runtime;
+
+    fn runtime(yaml: &str) -> Runtime {
+        let cfg: Config = serde_yaml::from_str(yaml).unwrap();
+        Runtime::build(&cfg, &Default::default(), None).unwrap().0
+    }
+
+    const TRACED: &str = "tracing: { enabled: true, sample_ratio: 1 }\n";
+
+    #[test]
+    fn builds_without_a_runtime_and_a_reload_keeps_it_while_unchanged() {
+        // A plain thread, no tokio runtime: what start-up and a reload's spawn_blocking see.
+        let first = runtime(TRACED);
+        let kept = first.tracing.as_ref().unwrap();
+        let second = runtime("");
+        let same: TracingConfig =
+            serde_yaml::from_str("{ enabled: true, sample_ratio: 1 }").unwrap();
+        let again = attach(Some(kept), &same, &second.metrics).unwrap().unwrap();
+        assert!(
+            Arc::ptr_eq(kept, &again),
+            "an unchanged section keeps the tracer"
+        );
+        let changed: TracingConfig =
+            serde_yaml::from_str("{ enabled: true, sample_ratio: 0.5 }").unwrap();
+        // Each reload attaches to the new runtime's own registry.
+        let third = runtime("");
+        let other = attach(Some(kept), &changed, &third.metrics)
+            .unwrap()
+            .unwrap();
+        assert!(!Arc::ptr_eq(kept, &other));
+        let off = TracingConfig::default();
+        assert!(attach(Some(kept), &off, &runtime("").metrics)
+            .unwrap()
+            .is_none());
+        let text = String::from_utf8(second.metrics.encode()).unwrap();
+        assert!(text.contains("avx_tracing_spans_dropped_total 0"), "{text}");
+    }
+
+    #[test]
+    fn an_unsampled_request_still_has_ids_to_propagate() {
+        let rt = runtime("tracing: { enabled: true, sample_ratio: 0 }\n");
+        let tracer = rt.tracing.as_ref().unwrap();
+        let mut trace = tracer.start(&http::HeaderMap::new(), &http::Method::GET);
+        assert!(!trace.sampled());
+        assert_ne!(trace.trace_id(), "00000000000000000000000000000000");
+        let mut req = pingora_http::RequestHeader::build("GET", b"/", None).unwrap();
+        trace.begin_attempt(
+            &http::Method::GET,
+            &"pool".into(),
+            "127.0.0.1:80".parse().unwrap(),
+            "127.0.0.1",
+        );
+        trace.inject(&mut req).unwrap();
+        let tp = req.headers.get("traceparent").unwrap().to_str().unwrap();
+        assert!(tp.starts_with(&format!("00-{}-", trace.trace_id())), "{tp}");
+        assert!(tp.ends_with("-00"), "{tp}");
+        assert_eq!(tracer.stats().dropped(), 0);
+    }
+}
