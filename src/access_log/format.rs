@@ -103,10 +103,8 @@ pub fn json(out: &mut String, e: &LogEntry<'_>) {
     json_opt(out, e.referer);
     out.push_str(",\"user_agent\":");
     json_opt(out, e.user_agent);
-    if let Some(id) = e.trace_id {
-        out.push_str(",\"trace_id\":");
-        json_str(out, id.as_bytes());
-    }
+    out.push_str(",\"trace_id\":");
+    json_opt(out, e.trace_id.map(str::as_bytes));
     out.push_str("}\n");
 }
 
@@ -408,7 +406,7 @@ mod tests {
     }
 
     #[test]
-    fn the_trace_id_ends_both_formats_when_tracing_is_on() {
+    fn the_trace_id_is_a_json_field_and_ends_combined_lines_when_tracing_is_on() {
         let mut e = entry();
         e.trace_id = Some("4bf92f3577b34da6a3ce929d0e0e4736");
         let mut s = String::new();
@@ -423,6 +421,7 @@ mod tests {
         assert_eq!(v["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
         s.clear();
         json(&mut s, &entry());
-        assert!(!s.contains("trace_id"));
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert!(v["trace_id"].is_null(), "like every absent field: {s}");
     }
 }
