@@ -462,8 +462,9 @@ impl ProxyHttp for GatewayProxy {
             protection::finish(self.runtime.upstream(i), ctx, e);
         }
         observe::finish(&self.runtime, session, e, ctx);
-        plugins::logging(&self.runtime, session, ctx).await;
+        // Before the plugins' hooks, so the server span ends when the response did.
         spans::finish(&self.runtime, session, e, ctx);
+        plugins::logging(&self.runtime, session, ctx).await;
     }
 }
 
