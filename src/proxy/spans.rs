@@ -83,7 +83,12 @@ pub fn finish(runtime: &Runtime, session: &Session, e: Option<&Error>, ctx: &mut
             Admission::Probe => "probe",
             Admission::Rejected { .. } => "rejected",
         }),
-        rate_limit: ctx.rate.as_ref().map(|d| (d.allowed, d.remaining)),
+        // A rejection keeps no `Decision` (its headers are written at once), only the reason.
+        rate_limit: ctx
+            .rate
+            .as_ref()
+            .map(|d| (d.allowed, d.remaining))
+            .or((ctx.decision == Some(Rejection::RateLimited)).then_some((false, 0))),
         error: e.map(|e| e.etype().as_str()),
         request_id: ctx.request_id.as_ref().map(|v| v.as_bytes()),
     });

@@ -4,7 +4,7 @@
 
 use crate::harness::{
     check_config, client, metric, refused_addr, wait_until, GatewayProcess, OtlpReceiver,
-    ReceivedSpan, TestUpstream,
+    ReceivedSpan, Reply, ScriptedOrigin, TestUpstream,
 };
 use std::time::{Duration, Instant};
 
@@ -415,4 +415,83 @@ fn tracing_keys_are_validated_where_they_are() {
         "{LISTENER}tracing:\n  enabled: true\n  otlp_endpoint: https://otel.example:4318/v1/traces\n  sample_ratio: 0.25\n"
     ));
     assert!(ok, "{out}");
+}
+
+#[tokio::test]
+async fn cache_status_and_rate_limit_decisions_are_span_attributes() {
+    let otlp = OtlpReceiver::start().await;
+    let origin = ScriptedOrigin::start().await;
+    origin.set(
+        "/c",
+        Reply::ok("cached body").header("cache-control", "max-age=60"),
+    );
+    origin.set_fallback(Reply::ok("ok"));
+    let gw = GatewayProcess::start(&format!(
+        r#"
+listeners:
+  - address: "{{listen}}"
+upstreams:
+  pool:
+    servers: [{{ address: "{}" }}]
+routes:
+  - name: cached
+    match: {{ path: /c }}
+    upstream: pool
+    cache: {{ enabled: true }}
+  - name: limited
+    match: {{ path: /l }}
+    upstream: pool
+    rate_limit: {{ requests_per_second: 1, burst: 0, key: route }}
+tracing:
+  enabled: true
+  otlp_endpoint: "{}"
+  scheduled_delay_ms: 20
+"#,
+        origin.addr,
+        otlp.endpoint()
+    ));
+    let c = client();
+    // One at a time: the first /c fills the cache, the first /l spends the only token.
+    let mut got = Vec::new();
+    for p in ["/c", "/c", "/l", "/l"] {
+        got.push(
+            c.get(gw.url(p))
+                .send()
+                .await
+                .expect("request")
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(&got[..2], &[200, 200]);
+    assert_eq!(got[3], 429, "{got:?}");
+
+    let spans = otlp.wait_spans(6, Duration::from_secs(10)).await;
+    let servers = |route: &str| -> Vec<ReceivedSpan> {
+        spans
+            .iter()
+            .filter(|s| s.kind == 2 && s.attr("avx.route") == Some(route))
+            .cloned()
+            .collect()
+    };
+    let hit = servers("cached")
+        .into_iter()
+        .find(|s| s.attr("avx.cache_status") == Some("HIT"))
+        .unwrap_or_else(|| panic!("no HIT server span in {spans:#?}"));
+    assert!(
+        attempts_of(&spans, &hit).is_empty(),
+        "a HIT asks no upstream"
+    );
+    let refused = servers("limited")
+        .into_iter()
+        .find(|s| s.attr("avx.decision") == Some("rate_limited"))
+        .unwrap_or_else(|| panic!("no rate_limited server span in {spans:#?}"));
+    assert_eq!(refused.attr("avx.rate_limit.allowed"), Some("false"));
+    assert_eq!(refused.attr("http.response.status_code"), Some("429"));
+    assert!(attempts_of(&spans, &refused).is_empty());
+    let admitted = servers("limited")
+        .into_iter()
+        .find(|s| s.attr("avx.rate_limit.allowed") == Some("true"))
+        .expect("an admitted /l");
+    assert_eq!(admitted.attr("avx.rate_limit.remaining"), Some("0"));
 }
