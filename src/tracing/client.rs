@@ -35,23 +35,27 @@ impl PingoraClient {
         }
     }
 
+    fn peer(&self, addr: std::net::SocketAddr, tls: bool, name: &str) -> HttpPeer {
+        let mut peer = HttpPeer::new(addr, tls, name.to_string());
+        peer.options.connection_timeout = Some(self.timeout);
+        peer.options.read_timeout = Some(self.timeout);
+        peer.options.write_timeout = Some(self.timeout);
+        peer.options.idle_timeout = Some(Duration::from_secs(30));
+        peer
+    }
+
     async fn send(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
-        let uri = request.uri();
+        let uri = request.uri().clone();
         let tls = uri.scheme_str() == Some("https");
         let host = uri.host().ok_or("export URL without a host")?;
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let name = host.trim_start_matches('[').trim_end_matches(']');
         // Resolved per export (every few seconds at most), so a collector behind DNS can move;
         // tokio resolves on its blocking pool, and an IP literal needs no lookup at all.
-        let addr = tokio::net::lookup_host((name, port))
-            .await?
-            .next()
-            .ok_or_else(|| format!("{name}:{port} did not resolve"))?;
-        let mut peer = HttpPeer::new(addr, tls, name.to_string());
-        peer.options.connection_timeout = Some(self.timeout);
-        peer.options.read_timeout = Some(self.timeout);
-        peer.options.write_timeout = Some(self.timeout);
-        peer.options.idle_timeout = Some(Duration::from_secs(30));
+        let addrs: Vec<_> = tokio::net::lookup_host((name, port)).await?.collect();
+        if addrs.is_empty() {
+            return Err(format!("{name}:{port} did not resolve").into());
+        }
 
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
         let mut req = RequestHeader::build(request.method().as_str(), path.as_bytes(), None)?;
@@ -63,7 +67,25 @@ impl PingoraClient {
         let body = request.into_body();
         req.insert_header(http::header::CONTENT_LENGTH, body.len())?;
 
-        let (mut session, _reused) = self.connector.get_http_session(&peer).await?;
+        // The first address that accepts a connection (a name may resolve to IPv6 and IPv4).
+        let mut last_err = None;
+        let mut connected = None;
+        for addr in addrs {
+            let peer = self.peer(addr, tls, name);
+            match self.connector.get_http_session(&peer).await {
+                Ok((session, _reused)) => {
+                    connected = Some((session, peer));
+                    break;
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        let Some((mut session, peer)) = connected else {
+            return Err(match last_err {
+                Some(e) => e.into(),
+                None => "no address to connect to".into(),
+            });
+        };
         session.write_request_header(Box::new(req)).await?;
         session.write_request_body(body, true).await?;
         session.finish_request_body().await?;

@@ -14,6 +14,11 @@ const PARENT_SPAN: &str = "00f067aa0ba902b7";
 /// A gateway proxying everything to `servers` (with one retry), tracing into `otlp` with
 /// `extra` keys under `tracing:`, logging JSON to `{dir}/access.log`.
 fn gateway(servers: &[String], otlp: &OtlpReceiver, extra: &str) -> GatewayProcess {
+    gateway_at(servers, &otlp.endpoint(), extra)
+}
+
+/// [`gateway`] exporting to `endpoint`.
+fn gateway_at(servers: &[String], endpoint: &str, extra: &str) -> GatewayProcess {
     let servers: Vec<String> = servers
         .iter()
         .map(|s| format!("{{ address: \"{s}\" }}"))
@@ -42,7 +47,7 @@ tracing:
 {extra}
 "#,
         servers.join(", "),
-        otlp.endpoint()
+        endpoint
     ))
 }
 
@@ -225,7 +230,9 @@ async fn sampling_is_parent_based() {
 async fn ratio_one_samples_every_new_trace() {
     let otlp = OtlpReceiver::start().await;
     let up = TestUpstream::start("origin").await;
-    let gw = gateway(&[up.addr.to_string()], &otlp, "  sample_ratio: 1");
+    // The endpoint by name: resolved by the exporter, at export time.
+    let by_name = format!("http://localhost:{}/v1/traces", otlp.addr.port());
+    let gw = gateway_at(&[up.addr.to_string()], &by_name, "  sample_ratio: 1");
     let mut traces = Vec::new();
     for _ in 0..3 {
         let (_, echo) = get(&gw, "/x", &[]).await;
