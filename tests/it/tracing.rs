@@ -502,3 +502,66 @@ tracing:
         .expect("an admitted /l");
     assert_eq!(admitted.attr("avx.rate_limit.remaining"), Some("0"));
 }
+
+#[tokio::test]
+async fn spans_are_exported_to_an_https_collector() {
+    let (otlp, ca_pem) = OtlpReceiver::start_tls().await;
+    let up = TestUpstream::start("origin").await;
+    // The collector's CA is the gateway's only root (SSL_CERT_FILE, read by the connector).
+    let dir = crate::harness::TestDir::new();
+    let ca = dir.write("ca.pem", &ca_pem);
+    let wrapper = dir.write(
+        "gw.sh",
+        &format!(
+            "#!/bin/sh\nSSL_CERT_FILE={} exec {} \"$@\"\n",
+            ca.display(),
+            crate::harness::gateway::binary()
+        ),
+    );
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod wrapper");
+    let yaml = format!(
+        r#"
+listeners:
+  - address: "{{listen}}"
+upstreams:
+  pool:
+    servers: [{{ address: "{}" }}]
+routes:
+  - name: api
+    match: {{ path_prefix: / }}
+    upstream: pool
+tracing:
+  enabled: true
+  otlp_endpoint: "{}"
+  scheduled_delay_ms: 20
+"#,
+        up.addr,
+        otlp.endpoint()
+    );
+    let gw = GatewayProcess::start_binary(&wrapper.display().to_string(), &yaml);
+    let (status, _) = get(&gw, "/tls", &[]).await;
+    assert_eq!(status, 200);
+    let spans = otlp.wait_spans(2, Duration::from_secs(10)).await;
+    assert_eq!(spans.len(), 2, "{spans:#?}\n{}", gw.log());
+    assert!(spans
+        .iter()
+        .any(|s| s.kind == 2 && s.attr("url.path") == Some("/tls")));
+
+    // Without that root the certificate is refused: the export fails and its spans count
+    // as dropped.
+    let untrusting = gateway_at(&[up.addr.to_string()], &otlp.endpoint(), "");
+    get(&untrusting, "/tls", &[]).await;
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            metric(&untrusting, "avx_tracing_spans_dropped_total").await >= Some(2.0)
+        })
+        .await,
+        "{}",
+        untrusting.log()
+    );
+    assert_eq!(otlp.spans().len(), 2);
+}
