@@ -111,20 +111,25 @@ impl Tracer {
     }
 
     /// The Pingora background service that runs the export loop in the serving process.
-    pub fn service(self: &Arc<Self>) -> Box<dyn ServiceWithDependents> {
+    ///
+    /// The service takes the loop, not the tracer: a tracer replaced by a reload is then
+    /// dropped with its last request, which ends the loop (after a last export).
+    pub fn service(&self) -> Box<dyn ServiceWithDependents> {
         self.exporting.store(true, Ordering::Relaxed);
-        let mut svc = background_service("tracing export", ExportService(self.clone()));
+        let export_loop = std::sync::Mutex::new(self.take_loop());
+        let mut svc = background_service("tracing export", ExportService(export_loop));
         svc.threads = Some(1);
         Box::new(svc)
     }
 }
 
-struct ExportService(Arc<Tracer>);
+struct ExportService(export::Pending);
 
 #[async_trait]
 impl BackgroundService for ExportService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let Some(export_loop) = self.0.take_loop() else {
+        let taken = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(export_loop) = taken else {
             return;
         };
         let stop = Box::pin(async move {
@@ -216,5 +221,19 @@ mod tests {
         assert!(tp.starts_with(&format!("00-{}-", trace.trace_id())), "{tp}");
         assert!(tp.ends_with("-00"), "{tp}");
         assert_eq!(tracer.stats().dropped(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_export_loop_ends_with_its_tracer() {
+        let rt = runtime(TRACED);
+        let tracer = rt.tracing.clone().unwrap();
+        drop(rt);
+        let export_loop = tracer.take_loop().unwrap();
+        let running = tokio::spawn(export_loop.run(std::future::pending()));
+        drop(tracer);
+        tokio::time::timeout(std::time::Duration::from_secs(5), running)
+            .await
+            .expect("the loop ends once the tracer is gone")
+            .unwrap();
     }
 }
