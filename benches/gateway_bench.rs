@@ -223,6 +223,7 @@ fn access_log(c: &mut Criterion) {
         consumer: None,
         referer: None,
         user_agent: Some(b"Mozilla/5.0 (X11; Linux x86_64) bench"),
+        trace_id: None,
     };
     for (name, format) in [
         ("combined", AccessLogFormat::Combined),

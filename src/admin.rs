@@ -287,6 +287,11 @@ impl AdminApp {
                 "bytes": c.bytes(),
                 "evictions": c.evictions(),
             })),
+            "tracing": {
+                "enabled": runtime.tracing.is_some(),
+                "exported": runtime.tracing.as_ref().map_or(0, |t| t.stats().exported()),
+                "dropped": runtime.tracing.as_ref().map_or(0, |t| t.stats().dropped()),
+            },
         })
     }
 }

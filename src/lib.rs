@@ -20,6 +20,7 @@ pub mod reload;
 pub mod routing;
 pub mod runtime;
 pub mod server;
+pub mod tracing;
 pub mod upstream;
 
 pub use config::{Config, ConfigError};

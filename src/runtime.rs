@@ -62,6 +62,9 @@ pub struct Runtime {
     pub admin: Option<AdminAuth>,
     config: Arc<Config>,
     idle_timeout_override: Option<Duration>,
+    /// The tracer, when `tracing.enabled` (a reload may keep the previous one, see
+    /// [`crate::tracing::attach`]).
+    pub tracing: Option<Arc<crate::tracing::Tracer>>,
 }
 
 /// Per-request downstream settings taken from `server:`.
@@ -221,6 +224,8 @@ impl Runtime {
                 mirror,
             });
         }
+        let tracing =
+            crate::tracing::attach(previous.and_then(|p| p.tracing.as_ref()), &config.tracing)?;
         let access_log = match previous {
             Some(p) if p.config.access_log == config.access_log => p.access_log.clone(),
             _ => open_access_log(config, &hub)?,
@@ -245,12 +250,15 @@ impl Runtime {
             admin: config.admin.as_ref().map(AdminAuth::new),
             config: Arc::new(config.clone()),
             idle_timeout_override,
+            tracing,
         })
     }
 
     /// Makes this runtime the one scrapes follow.
     pub fn go_live(&self) {
-        self.metrics.go_live(&self.upstreams, self.cache.as_ref());
+        let tracing = self.tracing.as_ref().map(|t| t.stats());
+        self.metrics
+            .go_live(&self.upstreams, self.cache.as_ref(), tracing);
     }
 
     /// The config this runtime was compiled from.

@@ -49,6 +49,8 @@ pub struct LogEntry<'a> {
     pub referer: Option<&'a [u8]>,
     /// The User-Agent header.
     pub user_agent: Option<&'a [u8]>,
+    /// The trace id (32 lowercase hex digits), when tracing is on.
+    pub trace_id: Option<&'a str>,
 }
 
 /// Appends `e` as one JSON object and a newline.
@@ -101,6 +103,8 @@ pub fn json(out: &mut String, e: &LogEntry<'_>) {
     json_opt(out, e.referer);
     out.push_str(",\"user_agent\":");
     json_opt(out, e.user_agent);
+    out.push_str(",\"trace_id\":");
+    json_opt(out, e.trace_id.map(str::as_bytes));
     out.push_str("}\n");
 }
 
@@ -146,6 +150,12 @@ pub fn combined(out: &mut String, e: &LogEntry<'_>) {
     let ms = e.duration.as_millis();
     let _ = write!(out, "{}.", ms / 1000);
     digits(out, (ms % 1000) as u32, 3);
+    if let Some(id) = e.trace_id {
+        // Only with tracing on, so lines keep NGINX's shape (plus two fields) without it.
+        out.push_str(" \"");
+        clf_escape(out, id.as_bytes());
+        out.push('"');
+    }
     out.push('\n');
 }
 
@@ -318,6 +328,7 @@ mod tests {
             consumer: None,
             referer: None,
             user_agent: Some(b"curl/8 \"quoted\"\n\\"),
+            trace_id: None,
         }
     }
 
@@ -392,5 +403,25 @@ mod tests {
         json(&mut s, &e);
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
         assert_eq!(v["consumer"], "alice smith\"");
+    }
+
+    #[test]
+    fn the_trace_id_is_a_json_field_and_ends_combined_lines_when_tracing_is_on() {
+        let mut e = entry();
+        e.trace_id = Some("4bf92f3577b34da6a3ce929d0e0e4736");
+        let mut s = String::new();
+        combined(&mut s, &e);
+        assert!(
+            s.ends_with(" 0.012 \"4bf92f3577b34da6a3ce929d0e0e4736\"\n"),
+            "{s}"
+        );
+        s.clear();
+        json(&mut s, &e);
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        s.clear();
+        json(&mut s, &entry());
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert!(v["trace_id"].is_null(), "like every absent field: {s}");
     }
 }

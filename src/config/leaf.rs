@@ -273,3 +273,73 @@ mod server_address_tests {
         }
     }
 }
+
+/// An OTLP/HTTP endpoint: an absolute `http://` or `https://` URL with a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpEndpoint(pub http::Uri);
+
+deserialize_via_try_from!(OtlpEndpoint, "an http:// or https:// URL");
+
+impl Default for OtlpEndpoint {
+    fn default() -> Self {
+        OtlpEndpoint(http::Uri::from_static("http://127.0.0.1:4318/v1/traces"))
+    }
+}
+
+impl TryFrom<String> for OtlpEndpoint {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        let uri: http::Uri = s.parse().map_err(|e| format!("invalid URL {s:?}: {e}"))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            return Err(format!("{s:?}: expected an http:// or https:// URL"));
+        }
+        if uri.host().is_none_or(str::is_empty) {
+            return Err(format!("{s:?}: the URL has no host"));
+        }
+        Ok(OtlpEndpoint(uri))
+    }
+}
+
+/// A sampling ratio in `[0, 1]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SampleRatio(pub f64);
+
+impl TryFrom<f64> for SampleRatio {
+    type Error = String;
+
+    fn try_from(r: f64) -> Result<Self, String> {
+        if (0.0..=1.0).contains(&r) {
+            Ok(SampleRatio(r))
+        } else {
+            Err(format!("{r} is not in [0, 1]"))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SampleRatio {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // A visitor rather than `f64::deserialize` + map, so the error is located at the value.
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = SampleRatio;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number in [0, 1]")
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, r: f64) -> Result<SampleRatio, E> {
+                SampleRatio::try_from(r).map_err(E::custom)
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, r: u64) -> Result<SampleRatio, E> {
+                self.visit_f64(r as f64)
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, r: i64) -> Result<SampleRatio, E> {
+                self.visit_f64(r as f64)
+            }
+        }
+        d.deserialize_f64(V)
+    }
+}

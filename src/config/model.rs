@@ -48,6 +48,51 @@ pub struct Config {
     /// One line per request, written off the hot path.
     #[serde(default)]
     pub access_log: AccessLogConfig,
+    /// OpenTelemetry tracing: W3C Trace Context in and out, spans exported over OTLP/HTTP.
+    #[serde(default)]
+    pub tracing: TracingConfig,
+}
+
+/// `tracing:`: one server span per request and one client span per upstream attempt,
+/// exported in batches over OTLP/HTTP (protobuf) from a background task.
+///
+/// Compared whole (`PartialEq`) so a reload can keep the running exporter when it is unchanged.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// Trace requests; off, the request path only checks an `Option`.
+    pub enabled: bool,
+    /// The collector's OTLP/HTTP traces URL (`http://` or `https://`).
+    pub otlp_endpoint: super::OtlpEndpoint,
+    /// `service.name` of the exported resource.
+    pub service_name: String,
+    /// Share of new traces sampled; a sampled incoming `traceparent` is always kept.
+    pub sample_ratio: super::SampleRatio,
+    /// Finished spans that may wait for export; beyond it spans are dropped and counted.
+    pub max_queue_size: std::num::NonZeroUsize,
+    /// Most spans sent in one export request.
+    pub max_export_batch_size: std::num::NonZeroUsize,
+    /// Longest a finished span waits before its batch is sent, in ms.
+    pub scheduled_delay_ms: u64,
+    /// Deadline of one export request (retries included), in ms.
+    pub export_timeout_ms: u64,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig {
+            enabled: false,
+            otlp_endpoint: super::OtlpEndpoint::default(),
+            service_name: "avx-gateway".into(),
+            sample_ratio: super::SampleRatio(1.0),
+            max_queue_size: std::num::NonZeroUsize::new(2048)
+                .unwrap_or(std::num::NonZeroUsize::MIN),
+            max_export_batch_size: std::num::NonZeroUsize::new(512)
+                .unwrap_or(std::num::NonZeroUsize::MIN),
+            scheduled_delay_ms: 5_000,
+            export_timeout_ms: 10_000,
+        }
+    }
 }
 
 /// `access_log:`: one line per request, rendered on the worker and written by its own thread.

@@ -16,6 +16,7 @@ mod labels;
 mod process;
 mod route;
 mod scrape;
+mod tracing;
 
 pub use cache::CacheEvent;
 pub use labels::{ErrorKind, LATENCY_BUCKETS, METHODS, STATUS_CLASSES};
@@ -130,6 +131,7 @@ impl MetricsHub {
         )?;
         registry.register(Box::new(upstream_duration.clone()))?;
         registry.register(Box::new(scrape::UpstreamCollector::new(sources.clone())?))?;
+        registry.register(Box::new(tracing::TracingCollector::new(sources.clone())?))?;
         registry.register(Box::new(scrape::ConnectionCollector::new(
             connections.clone(),
         )?))?;
@@ -248,10 +250,16 @@ impl Metrics {
 
     /// Points the scrape-time series at this runtime's upstreams and cache store; called when
     /// the runtime goes live.
-    pub fn go_live(&self, upstreams: &[Arc<Upstream>], cache: Option<&CacheStore>) {
+    pub fn go_live(
+        &self,
+        upstreams: &[Arc<Upstream>],
+        cache: Option<&CacheStore>,
+        tracing: Option<&Arc<crate::tracing::Stats>>,
+    ) {
         let sources = &self.hub.sources;
         sources.upstreams.store(Arc::new(upstreams.to_vec()));
         sources.cache.store(cache.cloned().map(Arc::new));
+        sources.tracing.store(tracing.cloned());
     }
 
     /// The process-wide hub these series live in.

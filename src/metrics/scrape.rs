@@ -22,6 +22,8 @@ pub(super) struct LiveSources {
     pub(super) upstreams: ArcSwap<Vec<Arc<Upstream>>>,
     /// The live cache store, when a route caches.
     pub(super) cache: ArcSwapOption<CacheStore>,
+    /// The live tracer's export counters, when tracing is on.
+    pub(super) tracing: ArcSwapOption<crate::tracing::Stats>,
 }
 
 /// Reads breaker and backend state from the upstream pools at scrape time.

@@ -93,6 +93,8 @@ pub struct RequestCtx {
     pub mirror_started: bool,
     /// Feeds the request body to its mirror copy (boxed: only on mirrored routes).
     pub mirror_tap: Option<Box<crate::upstream::BodyTap>>,
+    /// The request's spans, when tracing is on (boxed: the context stays small).
+    pub trace: Option<Box<crate::tracing::RequestTrace>>,
 }
 
 /// The request's host in normal form: lowercase, no trailing dot, no default port.
@@ -198,6 +200,7 @@ impl RequestCtx {
             split_cookie: None,
             mirror_started: false,
             mirror_tap: None,
+            trace: None,
         }
     }
 

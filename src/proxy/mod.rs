@@ -15,6 +15,7 @@ mod plugins;
 mod protection;
 mod request_id;
 mod respond;
+mod spans;
 mod upgrade;
 
 pub use context::{EffectiveHost, Rejection, RequestCtx};
@@ -69,6 +70,7 @@ impl ProxyHttp for GatewayProxy {
     ) -> Result<()> {
         let rt = Arc::clone(&ctx.runtime);
         downstream::configure(session, &rt.downstream);
+        spans::start(&rt, session, ctx);
         ctx.request_id = Some(request_id::resolve(
             session.req_header().headers.get(&X_REQUEST_ID),
         ));
@@ -277,6 +279,7 @@ impl ProxyHttp for GatewayProxy {
         };
         ctx.backend = Some(slot.id);
         let peer = up.peer(&slot);
+        spans::attempt(&up, &slot, session, ctx);
         ctx.inflight = Some(up.begin(slot));
         Ok(peer)
     }
@@ -298,6 +301,7 @@ impl ProxyHttp for GatewayProxy {
         mut e: Box<Error>,
     ) -> Box<Error> {
         let rt = Arc::clone(&ctx.runtime);
+        spans::connect_failed(ctx, &e);
         let Some(up) = upstream_of(&rt, ctx) else {
             return e;
         };
@@ -351,6 +355,7 @@ impl ProxyHttp for GatewayProxy {
             backend_host,
             &rt,
         )?;
+        spans::inject(ctx, upstream_request)?;
         plugins::upstream_request(&rt, upstream_request, ctx).await;
         mirroring::start(&rt, session, upstream_request, ctx);
         Ok(())
@@ -386,6 +391,7 @@ impl ProxyHttp for GatewayProxy {
             );
         }
         caching::note_revalidation(session, upstream_response, ctx);
+        spans::upstream_status(ctx, upstream_response.status.as_u16());
         if let Some(i) = ctx.upstream {
             let status = upstream_response.status.as_u16();
             protection::response_started(rt.upstream(i), ctx, status);
@@ -473,6 +479,8 @@ impl ProxyHttp for GatewayProxy {
             protection::finish(rt.upstream(i), ctx, e);
         }
         observe::finish(&rt, session, e, ctx);
+        // Before the plugins' hooks, so the server span ends when the response did.
+        spans::finish(&rt, session, e, ctx);
         plugins::logging(&rt, session, ctx).await;
     }
 }

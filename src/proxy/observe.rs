@@ -145,6 +145,7 @@ fn entry<'a>(
         consumer: ctx.consumer.as_ref().map(|c| &*c.name),
         referer: header(REFERER),
         user_agent: header(USER_AGENT),
+        trace_id: ctx.trace.as_deref().map(|t| t.trace_id()),
     }
 }
 

@@ -125,6 +125,9 @@ impl Gateway {
                 crate::reload::FileWatcher::new(reloader.clone(), path, debounce),
             ));
         }
+        if let Some(tracer) = &self.runtime.tracing {
+            server.add_boxed_service(tracer.service());
+        }
         let current = live.clone();
         server.add_boxed_service(crate::access_log::service(Box::new(move || {
             current.load().access_log.clone()

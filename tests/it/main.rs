@@ -22,6 +22,7 @@ mod reload;
 mod routing;
 mod smoke;
 mod startup_log;
+mod tracing;
 mod traffic;
 mod upgrade;
 mod upstream_faults;
