@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod plugin;
 pub mod policy;
 pub mod proxy;
+pub mod redis;
 pub mod routing;
 pub mod runtime;
 pub mod server;
