@@ -228,6 +228,10 @@ impl AdminApp {
                 "bytes": c.bytes(),
                 "evictions": c.evictions(),
             })),
+            "redis": self.runtime.redis.as_ref().map(|r| json!({
+                "connected": r.is_up(),
+                "errors": r.errors() + r.timeouts(),
+            })),
         })
     }
 }

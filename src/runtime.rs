@@ -57,6 +57,9 @@ pub struct Runtime {
     pub connections: Arc<ConnectionLimit>,
     /// `X-Forwarded-Port` values of the listeners, rendered once.
     pub listener_ports: Box<[(u16, http::HeaderValue)]>,
+    /// The Redis behind `scope: cluster` limits, when `redis:` is configured; an `Arc` so a
+    /// reload with the same section can keep its connections.
+    pub redis: Option<Arc<crate::redis::RedisBackend>>,
 }
 
 /// Per-request downstream settings taken from `server:`.
@@ -133,6 +136,20 @@ impl Runtime {
         let connections = ConnectionLimit::new(s.max_connections);
         let metrics = Metrics::new(&table, &upstreams, cache.as_ref(), &connections)
             .map_err(|e| ConfigError::at(&KeyPath::root(), format!("metrics: {e}")))?;
+        // Parses the section only: nothing connects until the first cluster-limited request.
+        let redis = match &config.redis {
+            Some(r) => Some(
+                crate::redis::RedisBackend::new(r)
+                    .map(Arc::new)
+                    .map_err(|e| ConfigError::at(&KeyPath::root().key("redis"), e))?,
+            ),
+            None => None,
+        };
+        if let Some(r) = &redis {
+            metrics
+                .register_redis(r)
+                .map_err(|e| ConfigError::at(&KeyPath::root(), format!("metrics: {e}")))?;
+        }
         let routes_path = KeyPath::root().key("routes");
         let upstream_id = |name: &str| index.get(name).copied().map(UpstreamId::new);
         let mut routes = Vec::with_capacity(config.routes.len());
@@ -199,6 +216,7 @@ impl Runtime {
                     .filter_map(|l| l.address.parse::<std::net::SocketAddr>().ok())
                     .map(|a| (a.port(), http::HeaderValue::from(a.port())))
                     .collect(),
+                redis,
             },
             services,
         ))

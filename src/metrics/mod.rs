@@ -148,6 +148,15 @@ impl Metrics {
         Ok(metrics)
     }
 
+    /// Adds the Redis backend's series (`avx_ratelimit_backend_*`), read at scrape time.
+    pub fn register_redis(
+        &self,
+        backend: &Arc<crate::redis::RedisBackend>,
+    ) -> prometheus::Result<()> {
+        self.registry
+            .register(Box::new(scrape::RedisCollector::new(backend.clone())?))
+    }
+
     fn slot(&self, route: Option<RouteId>) -> &RouteSlot {
         let unmatched = self.routes.len() - 1;
         let i = route.map_or(unmatched, RouteId::index);

@@ -195,3 +195,53 @@ pub(super) fn family(desc: &Desc, kind: MetricType, metrics: Vec<Metric>) -> Met
     f.set_metric(metrics);
     f
 }
+
+/// Reads the Redis backend's counters at scrape time; they live in the backend, so they
+/// survive a reload that keeps it.
+pub(super) struct RedisCollector {
+    backend: Arc<crate::redis::RedisBackend>,
+    errors: Desc,
+    up: Desc,
+}
+
+impl RedisCollector {
+    /// A collector over the `redis:` backend.
+    pub(super) fn new(backend: Arc<crate::redis::RedisBackend>) -> prometheus::Result<Self> {
+        Ok(RedisCollector {
+            backend,
+            errors: desc(
+                "avx_ratelimit_backend_errors_total",
+                "Redis commands of cluster rate limits that failed: timeout (no answer within redis.timeout_ms) or error.",
+                &["kind"],
+            )?,
+            up: desc(
+                "avx_ratelimit_backend_up",
+                "1 when the last Redis command of a cluster rate limit succeeded, else 0.",
+                &[],
+            )?,
+        })
+    }
+}
+
+impl Collector for RedisCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.errors, &self.up]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let b = &self.backend;
+        // Both kinds are always present, so a rate() over them never starts from nothing.
+        let errors = vec![
+            counter(labels(&[("kind", "error")]), b.errors() as f64),
+            counter(labels(&[("kind", "timeout")]), b.timeouts() as f64),
+        ];
+        vec![
+            family(&self.errors, MetricType::COUNTER, errors),
+            family(
+                &self.up,
+                MetricType::GAUGE,
+                vec![gauge_metric(Vec::new(), f64::from(u8::from(b.is_up())))],
+            ),
+        ]
+    }
+}

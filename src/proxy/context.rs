@@ -133,6 +133,8 @@ pub enum Rejection {
     PluginAnswered,
     /// A plugin could not decide (e.g. its auth service is down).
     PluginUnavailable,
+    /// A `scope: cluster` rate limit could not reach Redis and fails closed.
+    RateLimitUnavailable,
 }
 
 impl Rejection {
@@ -148,6 +150,7 @@ impl Rejection {
             Rejection::Forbidden => "forbidden",
             Rejection::PluginAnswered => "plugin_answered",
             Rejection::PluginUnavailable => "plugin_unavailable",
+            Rejection::RateLimitUnavailable => "rate_limit_unavailable",
         }
     }
 }
