@@ -16,6 +16,7 @@ mod passive_health;
 mod plugins;
 mod proxying;
 mod rate_limit;
+mod rate_limit_cluster;
 mod routing;
 mod smoke;
 mod traffic;
