@@ -23,6 +23,8 @@ use tokio::sync::Notify;
 /// How long one connect attempt may take (TLS to a remote Redis takes far more than a
 /// command's deadline); commands meanwhile fail fast on their own deadline.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// One connect attempt with the connection manager's own few retries.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Backoff between connect attempts of one slot: doubling from the first to the last.
 const BACKOFF_FIRST: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -234,7 +236,8 @@ fn spawn_connect(slot: Weak<Slot>, target: Target, timeout: Duration) {
         let mut delay = BACKOFF_FIRST;
         let mut failures = 0u32;
         loop {
-            let made = tokio::time::timeout(CONNECT_TIMEOUT, connect(&target, timeout)).await;
+            // The manager retries a few times itself; this bounds the whole attempt.
+            let made = tokio::time::timeout(ATTEMPT_TIMEOUT, connect(&target, timeout)).await;
             let Some(s) = slot.upgrade() else { return };
             match made {
                 Ok(Ok(conn)) => {
@@ -247,7 +250,7 @@ fn spawn_connect(slot: Weak<Slot>, target: Target, timeout: Duration) {
                 }
                 Ok(Err(e)) if failures == 0 => log::warn!("redis: cannot connect: {e}"),
                 Err(_) if failures == 0 => {
-                    log::warn!("redis: cannot connect within {CONNECT_TIMEOUT:?}")
+                    log::warn!("redis: cannot connect within {ATTEMPT_TIMEOUT:?}")
                 }
                 _ => {}
             }
