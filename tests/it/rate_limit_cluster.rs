@@ -3,8 +3,8 @@
 
 use crate::config_errors::assert_error;
 use crate::harness::{
-    check_config, client, metric, refused_addr, wait_until, GatewayProcess, RedisServer,
-    TestUpstream,
+    check_config, client, metric, refused_addr, wait_until, GatewayProcess, RedisCluster,
+    RedisServer, TestUpstream,
 };
 use std::time::{Duration, Instant};
 
@@ -397,4 +397,59 @@ fn cluster_config_errors_are_located() {
         "{base}redis:\n  urls: [\"redis://127.0.0.1:7000\", \"rediss://127.0.0.1:7001\"]\n"
     ));
     assert!(ok, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_given_by_urls_holds_the_buckets_across_its_nodes() {
+    let cluster = RedisCluster::start(3);
+    let up = TestUpstream::start("a").await;
+    // Two seeds of three: the gateway learns the third from the cluster's topology.
+    let gw = GatewayProcess::start(&format!(
+        r#"
+listeners:
+  - address: "{{listen}}"
+upstreams:
+  backend:
+    servers: [{{ address: "{}" }}]
+redis:
+  urls: ["redis://127.0.0.1:{}", "redis://127.0.0.1:{}"]
+  timeout_ms: 500
+routes:
+{}"#,
+        up.addr,
+        cluster.nodes[0].port,
+        cluster.nodes[1].port,
+        route(
+            "api",
+            "/",
+            "requests_per_second: 1, burst: 2, key: \"header:x-key\", failure_mode: closed"
+        )
+    ));
+    let c = client();
+    for k in 0..12 {
+        let key = format!("key-{k}");
+        for i in 0..3 {
+            assert_eq!(get(&c, &gw.url("/x"), &key).await.0, 200, "{key} #{i}");
+        }
+        assert_eq!(get(&c, &gw.url("/x"), &key).await.0, 429, "{key} over");
+    }
+    let per_node: Vec<u64> = cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            n.cmd(&["DBSIZE"])
+                .and_then(|r| r.trim_start_matches(':').parse().ok())
+                .unwrap_or(0)
+        })
+        .collect();
+    assert_eq!(
+        per_node.iter().sum::<u64>(),
+        12,
+        "one key per bucket: {per_node:?}"
+    );
+    assert!(
+        per_node.iter().filter(|&&n| n > 0).count() >= 2,
+        "keys spread over the cluster's nodes: {per_node:?}"
+    );
+    assert_eq!(backend_errors(&gw).await, 0.0);
 }

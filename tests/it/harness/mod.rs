@@ -20,7 +20,7 @@ pub use gateway::{check_config, GatewayProcess, TestDir};
 pub use h2_frames::H2Client;
 pub use raw_http::RawConn;
 pub use raw_origin::{OriginReply, RawOrigin};
-pub use redis::RedisServer;
+pub use redis::{RedisCluster, RedisServer};
 pub use scripted::{http_date, Reply, ScriptedOrigin};
 pub use tls_upstream::TlsUpstream;
 pub use upstream::TestUpstream;

@@ -35,6 +35,10 @@ impl RedisServer {
 
     /// Starts the server again on the same port after [`RedisServer::stop`].
     pub fn start_again(&mut self) {
+        self.start_with(&[]);
+    }
+
+    fn start_with(&mut self, extra: &[&str]) {
         assert!(self.child.is_none(), "redis-server is already running");
         let bin = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
         let log = std::fs::File::create(self.dir.path("redis.log")).expect("create redis log");
@@ -44,6 +48,7 @@ impl RedisServer {
             .args(["--save", ""])
             .args(["--appendonly", "no"])
             .args(["--dir", &self.dir.0.display().to_string()])
+            .args(extra)
             .stdout(log)
             .stderr(Stdio::null())
             .spawn()
@@ -107,5 +112,64 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A Redis Cluster of `n` primaries (no replicas) made of [`RedisServer`]-like processes, each
+/// with its bus on its own free port; stopped on drop.
+pub struct RedisCluster {
+    /// The nodes, in slot order.
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts `n` cluster-enabled nodes, joins them with `redis-cli --cluster create` and
+    /// waits until every node reports `cluster_state:ok`.
+    pub fn start(n: usize) -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..n)
+            .map(|_| {
+                let mut r = RedisServer {
+                    child: None,
+                    port: free_port(),
+                    dir: TestDir::new(),
+                };
+                let conf = r.dir.path("nodes.conf").display().to_string();
+                let bus = free_port().to_string();
+                r.start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &conf,
+                    "--cluster-port",
+                    &bus,
+                ]);
+                r
+            })
+            .collect();
+        let cli = std::env::var("REDIS_CLI").unwrap_or_else(|_| "redis-cli".into());
+        let out = Command::new(&cli)
+            .arg("--cluster")
+            .arg("create")
+            .args(nodes.iter().map(|r| format!("127.0.0.1:{}", r.port)))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .unwrap_or_else(|e| panic!("run {cli} --cluster create: {e}"));
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let end = Instant::now() + Duration::from_secs(20);
+        while !nodes.iter().all(|r| {
+            r.cmd(&["CLUSTER", "INFO"])
+                .is_some_and(|i| i.contains("cluster_state:ok"))
+        }) {
+            assert!(
+                Instant::now() < end,
+                "the cluster did not reach cluster_state:ok"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        RedisCluster { nodes }
     }
 }
