@@ -63,6 +63,16 @@ pub fn interval_us(rps: f64) -> u64 {
     ((1_000_000.0 / rps.max(1e-6)).round() as u64).max(1)
 }
 
+impl Decision {
+    /// Admitted without figures: a cluster limit that failed open.
+    pub const UNKNOWN_ADMITTED: Decision = Decision {
+        allowed: true,
+        remaining: 0,
+        reset_secs: 0,
+        retry_after_secs: 0,
+    };
+}
+
 /// A fixed-memory table of GCRA buckets.
 pub struct RateLimiter {
     slots: Box<[AtomicU64]>,

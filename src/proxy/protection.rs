@@ -33,12 +33,13 @@ pub async fn guard_route(
 ) -> Result<bool> {
     let guards = &runtime.route(route).guards;
     if let Some(policy) = &guards.rate {
-        let decision = match &policy.cluster {
-            None => Some(local_decision(policy, session, ctx)),
+        // `known`: false when Redis could not say and failure_mode admitted the request; it
+        // then carries no RateLimit-* figures, since nobody knows them.
+        let (decision, known) = match &policy.cluster {
+            None => (local_decision(policy, session, ctx), true),
             Some(limit) => match cluster_verdict(runtime, policy, limit, session, ctx).await {
-                Verdict::Decided(d) => Some(d),
-                // Redis could not say: admitted, without RateLimit-* figures nobody knows.
-                Verdict::FailedOpen => None,
+                Verdict::Decided(d) => (d, true),
+                Verdict::FailedOpen => (Decision::UNKNOWN_ADMITTED, false),
                 Verdict::FailedClosed => {
                     ctx.decision = Some(Rejection::RateLimitUnavailable);
                     let mut h = ResponseHeader::build(503, Some(4))?;
@@ -49,31 +50,29 @@ pub async fn guard_route(
                 }
             },
         };
-        if let Some(decision) = decision {
-            if !decision.allowed {
-                ctx.decision = Some(Rejection::RateLimited);
-                let mut h = ResponseHeader::build(policy.status, Some(8))?;
-                h.insert_header("retry-after", decision.retry_after_secs)?;
-                insert_rate_headers(
-                    &mut h,
-                    &decision,
-                    &policy.limit_header,
-                    &policy.policy_header,
-                )?;
-                respond::error_with(
-                    session,
-                    ctx,
-                    policy.status,
-                    "rate limit exceeded\n",
-                    false,
-                    h,
-                )
-                .await?;
-                return Ok(true);
-            }
-            if policy.headers {
-                ctx.rate = Some(decision);
-            }
+        if !decision.allowed {
+            ctx.decision = Some(Rejection::RateLimited);
+            let mut h = ResponseHeader::build(policy.status, Some(8))?;
+            h.insert_header("retry-after", decision.retry_after_secs)?;
+            insert_rate_headers(
+                &mut h,
+                &decision,
+                &policy.limit_header,
+                &policy.policy_header,
+            )?;
+            respond::error_with(
+                session,
+                ctx,
+                policy.status,
+                "rate limit exceeded\n",
+                false,
+                h,
+            )
+            .await?;
+            return Ok(true);
+        }
+        if policy.headers && known {
+            ctx.rate = Some(decision);
         }
     }
     if let Some(cap) = &guards.in_flight {
