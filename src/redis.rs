@@ -14,8 +14,9 @@ use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use ::redis::cluster::{ClusterClient, ClusterClientBuilder};
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::{Cmd, RedisFuture, RedisResult, Value};
+use std::cell::Cell;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -43,7 +44,6 @@ pub struct RedisBackend {
     config: RedisConfig,
     target: Target,
     slots: Box<[Arc<Slot>]>,
-    next: AtomicUsize,
     timeout: Duration,
     timeouts: AtomicU64,
     errors: AtomicU64,
@@ -131,7 +131,6 @@ impl RedisBackend {
                     })
                 })
                 .collect(),
-            next: AtomicUsize::new(0),
             timeout,
             timeouts: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -163,7 +162,15 @@ impl RedisBackend {
         F: FnOnce(Connection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
+        // Round-robin per thread: a shared counter would be one more cache line that every
+        // worker writes on every request.
+        thread_local!(static NEXT: Cell<usize> = const { Cell::new(0) });
+        let turn = NEXT.with(|n| {
+            let v = n.get();
+            n.set(v.wrapping_add(1));
+            v
+        });
+        let slot = &self.slots[turn % self.slots.len()];
         let outcome = tokio::time::timeout(self.timeout, async {
             let conn = self.connection(slot).await;
             f(conn).await
@@ -171,7 +178,8 @@ impl RedisBackend {
         .await;
         match outcome {
             Ok(Ok(v)) => {
-                if !self.up.swap(true, Ordering::Relaxed) {
+                // Read first: the flag is written only when it changes.
+                if !self.up.load(Ordering::Relaxed) && !self.up.swap(true, Ordering::Relaxed) {
                     log::info!("redis: commands succeed");
                 }
                 Ok(v)
@@ -191,7 +199,7 @@ impl RedisBackend {
 
     /// Marks the backend down, logging only the transition so a flood logs one line.
     fn down(&self, why: std::fmt::Arguments<'_>) {
-        if self.up.swap(false, Ordering::Relaxed) {
+        if self.up.load(Ordering::Relaxed) && self.up.swap(false, Ordering::Relaxed) {
             log::warn!("redis: command failed ({why}); cluster rate limits apply failure_mode");
         }
     }
