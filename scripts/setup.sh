@@ -31,3 +31,22 @@ if ! command -v promtool >/dev/null && [ ! -x "$root/target/tools/promtool" ]; t
   mv "$root/target/tools/promtool.part" "$root/target/tools/promtool"
   rm -rf "$tmp"
 fi
+
+# redis-server for the cluster rate-limit tests (tests/it/harness/redis.rs starts its own on a
+# free port, without persistence). The package's service is never started: a policy-rc.d
+# that denies starts is in place for the install when the machine has none of its own.
+if ! command -v redis-server >/dev/null; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  policy=/usr/sbin/policy-rc.d
+  own_policy=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+    $SUDO chmod +x "$policy"
+    own_policy=1
+    trap '$SUDO rm -f "$policy"' EXIT
+  fi
+  install_redis() { DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null; }
+  install_redis || { $SUDO apt-get update -qq && install_redis; }
+  [ -z "$own_policy" ] || { $SUDO rm -f "$policy"; trap - EXIT; }
+fi

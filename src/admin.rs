@@ -292,6 +292,10 @@ impl AdminApp {
                 "exported": runtime.tracing.as_ref().map_or(0, |t| t.stats().exported()),
                 "dropped": runtime.tracing.as_ref().map_or(0, |t| t.stats().dropped()),
             },
+            "redis": runtime.redis.as_ref().map(|r| json!({
+                "connected": r.is_up(),
+                "errors": r.errors() + r.timeouts(),
+            })),
         })
     }
 }

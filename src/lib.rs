@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod plugin;
 pub mod policy;
 pub mod proxy;
+pub mod redis;
 pub mod reload;
 pub mod routing;
 pub mod runtime;

@@ -65,6 +65,9 @@ pub struct Runtime {
     /// The tracer, when `tracing.enabled` (a reload may keep the previous one, see
     /// [`crate::tracing::attach`]).
     pub tracing: Option<Arc<crate::tracing::Tracer>>,
+    /// The Redis behind `scope: cluster` limits, when `redis:` is configured; an `Arc` so a
+    /// reload with the same section can keep its connections.
+    pub redis: Option<Arc<crate::redis::RedisBackend>>,
 }
 
 /// Per-request downstream settings taken from `server:`.
@@ -187,6 +190,17 @@ impl Runtime {
                 .map_err(|e| ConfigError::at(&KeyPath::root(), format!("metrics: {e}")))?,
         };
         let metrics = Metrics::new(&hub, &table, &upstreams);
+        // Parses the section only: nothing connects until the first cluster-limited request.
+        let redis = match &config.redis {
+            Some(r) => Some(
+                crate::redis::RedisBackend::reuse_or_new(
+                    previous.and_then(|p| p.redis.as_ref()),
+                    r,
+                )
+                .map_err(|e| ConfigError::at(&KeyPath::root().key("redis"), e))?,
+            ),
+            None => None,
+        };
         let routes_path = KeyPath::root().key("routes");
         let upstream_id = |name: &str| index.get(name).copied().map(UpstreamId::new);
         let mut routes = Vec::with_capacity(config.routes.len());
@@ -251,14 +265,19 @@ impl Runtime {
             config: Arc::new(config.clone()),
             idle_timeout_override,
             tracing,
+            redis,
         })
     }
 
     /// Makes this runtime the one scrapes follow.
     pub fn go_live(&self) {
         let tracing = self.tracing.as_ref().map(|t| t.stats());
-        self.metrics
-            .go_live(&self.upstreams, self.cache.as_ref(), tracing);
+        self.metrics.go_live(
+            &self.upstreams,
+            self.cache.as_ref(),
+            tracing,
+            self.redis.as_ref(),
+        );
     }
 
     /// The config this runtime was compiled from.

@@ -343,3 +343,19 @@ impl<'de> Deserialize<'de> for SampleRatio {
         d.deserialize_f64(V)
     }
 }
+/// A Redis URL (`redis://`, `rediss://`, `redis+unix://`), checked at load; nothing connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisUrl(pub String);
+
+deserialize_via_try_from!(RedisUrl, "a redis:// or rediss:// URL");
+
+impl TryFrom<String> for RedisUrl {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        match redis::IntoConnectionInfo::into_connection_info(s.as_str()) {
+            Ok(_) => Ok(RedisUrl(s)),
+            Err(e) => Err(format!("invalid Redis URL {s:?}: {e}")),
+        }
+    }
+}

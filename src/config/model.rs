@@ -48,6 +48,9 @@ pub struct Config {
     /// One line per request, written off the hot path.
     #[serde(default)]
     pub access_log: AccessLogConfig,
+    /// The Redis behind `rate_limit.scope: cluster`.
+    #[serde(default)]
+    pub redis: Option<RedisConfig>,
     /// OpenTelemetry tracing: W3C Trace Context in and out, spans exported over OTLP/HTTP.
     #[serde(default)]
     pub tracing: TracingConfig,
@@ -93,6 +96,53 @@ impl Default for TracingConfig {
             export_timeout_ms: 10_000,
         }
     }
+}
+
+/// `redis:`: the store that rate limits with `scope: cluster` share across gateways.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// One server: `redis://` or `rediss://` (TLS), with an optional `/DB`.
+    #[serde(default)]
+    pub url: Option<super::RedisUrl>,
+    /// Seed nodes of a Redis Cluster (instead of `url`).
+    #[serde(default)]
+    pub urls: Vec<super::RedisUrl>,
+    /// Multiplexed connections, used round-robin.
+    #[serde(default = "default_redis_pool_size")]
+    pub pool_size: usize,
+    /// Deadline of each command, connection wait included, in ms.
+    #[serde(default = "default_redis_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_redis_pool_size() -> usize {
+    8
+}
+fn default_redis_timeout_ms() -> u64 {
+    20
+}
+
+/// `rate_limit.scope`: where a rate limit's buckets live.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitScope {
+    /// In this process's fixed-size table.
+    #[default]
+    Local,
+    /// In Redis, shared by every gateway on the same `redis:`.
+    Cluster,
+}
+
+/// `rate_limit.failure_mode`: what a `scope: cluster` limit does when Redis cannot answer.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureMode {
+    /// Admit the request (availability first).
+    #[default]
+    Open,
+    /// Refuse it with 503.
+    Closed,
 }
 
 /// `access_log:`: one line per request, rendered on the worker and written by its own thread.
@@ -526,6 +576,12 @@ pub struct RateLimitConfig {
     /// `client_ip` keys of IPv6 clients aggregate by this prefix length.
     #[serde(default = "default_ipv6_prefix")]
     pub ipv6_prefix: u8,
+    /// `local` (this process) or `cluster` (shared through `redis:`).
+    #[serde(default)]
+    pub scope: LimitScope,
+    /// With `scope: cluster`: admit (`open`) or refuse (`closed`) when Redis cannot answer.
+    #[serde(default)]
+    pub failure_mode: FailureMode,
 }
 
 fn default_ipv6_prefix() -> u8 {

@@ -34,7 +34,47 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
             "must be `stdout` or a file path",
         );
     }
+    if let Some(r) = &c.redis {
+        redis(r, &root.key("redis"))?;
+    }
+    cluster_limits_need_redis(c, &root)?;
     routes(c, &root.key("routes"))
+}
+
+fn redis(r: &RedisConfig, p: &KeyPath) -> Result<(), ConfigError> {
+    match (&r.url, r.urls.is_empty()) {
+        (None, true) => return err(p, "needs `url` (one server) or `urls` (cluster nodes)"),
+        (Some(_), false) => return err(&p.key("urls"), "cannot be combined with `url`"),
+        _ => {}
+    }
+    if r.pool_size == 0 || r.pool_size > 1024 {
+        return err(&p.key("pool_size"), "must be in 1..=1024");
+    }
+    if r.timeout_ms == 0 || r.timeout_ms > 60_000 {
+        return err(&p.key("timeout_ms"), "must be in 1..=60000");
+    }
+    Ok(())
+}
+
+/// A `scope: cluster` limit is pointed at its own key, the place to fix.
+fn cluster_limits_need_redis(c: &Config, root: &KeyPath) -> Result<(), ConfigError> {
+    if c.redis.is_some() {
+        return Ok(());
+    }
+    let global = c.rate_limit.as_ref().map(|rl| (rl, root.key("rate_limit")));
+    let own = c.routes.iter().enumerate().filter_map(|(i, r)| {
+        let p = root.key("routes").index(i).key("rate_limit");
+        r.rate_limit.as_ref().map(|rl| (rl, p))
+    });
+    for (rl, p) in global.into_iter().chain(own) {
+        if rl.scope == LimitScope::Cluster {
+            return err(
+                &p.key("scope"),
+                "`cluster` needs a top-level `redis:` section",
+            );
+        }
+    }
+    Ok(())
 }
 
 fn cache(c: &CacheConfig, p: &KeyPath) -> Result<(), ConfigError> {

@@ -132,6 +132,7 @@ impl MetricsHub {
         registry.register(Box::new(upstream_duration.clone()))?;
         registry.register(Box::new(scrape::UpstreamCollector::new(sources.clone())?))?;
         registry.register(Box::new(tracing::TracingCollector::new(sources.clone())?))?;
+        registry.register(Box::new(scrape::RedisCollector::new(sources.clone())?))?;
         registry.register(Box::new(scrape::ConnectionCollector::new(
             connections.clone(),
         )?))?;
@@ -255,8 +256,10 @@ impl Metrics {
         upstreams: &[Arc<Upstream>],
         cache: Option<&CacheStore>,
         tracing: Option<&Arc<crate::tracing::Stats>>,
+        redis: Option<&Arc<crate::redis::RedisBackend>>,
     ) {
         let sources = &self.hub.sources;
+        sources.redis.store(redis.cloned());
         sources.upstreams.store(Arc::new(upstreams.to_vec()));
         sources.cache.store(cache.cloned().map(Arc::new));
         sources.tracing.store(tracing.cloned());

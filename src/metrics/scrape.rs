@@ -24,6 +24,8 @@ pub(super) struct LiveSources {
     pub(super) cache: ArcSwapOption<CacheStore>,
     /// The live tracer's export counters, when tracing is on.
     pub(super) tracing: ArcSwapOption<crate::tracing::Stats>,
+    /// The live Redis backend of cluster rate limits, when `redis:` is configured.
+    pub(super) redis: ArcSwapOption<crate::redis::RedisBackend>,
 }
 
 /// Reads breaker and backend state from the upstream pools at scrape time.
@@ -240,4 +242,56 @@ pub(super) fn family(desc: &Desc, kind: MetricType, metrics: Vec<Metric>) -> Met
     f.set_field_type(kind);
     f.set_metric(metrics);
     f
+}
+
+/// Reads the Redis backend's counters at scrape time; they live in the backend, so they
+/// survive a reload that keeps it.
+pub(super) struct RedisCollector {
+    sources: Arc<LiveSources>,
+    errors: Desc,
+    up: Desc,
+}
+
+impl RedisCollector {
+    /// A collector over the live `redis:` backend (nothing exported without one).
+    pub(super) fn new(sources: Arc<LiveSources>) -> prometheus::Result<Self> {
+        Ok(RedisCollector {
+            sources,
+            errors: desc(
+                "avx_ratelimit_backend_errors_total",
+                "Redis commands of cluster rate limits that failed: timeout (no answer within redis.timeout_ms) or error.",
+                &["kind"],
+            )?,
+            up: desc(
+                "avx_ratelimit_backend_up",
+                "1 when the last Redis command of a cluster rate limit succeeded, else 0.",
+                &[],
+            )?,
+        })
+    }
+}
+
+impl Collector for RedisCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.errors, &self.up]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let Some(b) = self.sources.redis.load_full() else {
+            return Vec::new();
+        };
+        // Both kinds are always present, so a rate() over them never starts from nothing.
+        let errors = vec![
+            counter(labels(&[("kind", "error")]), b.errors() as f64),
+            counter(labels(&[("kind", "timeout")]), b.timeouts() as f64),
+        ];
+        vec![
+            family(&self.errors, MetricType::COUNTER, errors),
+            family(
+                &self.up,
+                MetricType::GAUGE,
+                vec![gauge_metric(Vec::new(), f64::from(u8::from(b.is_up())))],
+            ),
+        ]
+    }
 }

@@ -1,12 +1,15 @@
 //! Traffic policy applied in `request_filter`: rate limits and concurrency caps.
 
 mod client_ip;
+mod cluster;
 mod concurrency;
 mod rate_limit;
 
+pub use cluster::{ClusterLimit, Verdict};
+
 pub use client_ip::TrustedProxies;
 pub use concurrency::{ConcurrencyGuard, ConcurrencyLimit};
-pub use rate_limit::{now_us, Decision, RateLimiter};
+pub use rate_limit::{gcra_decision, now_us, Decision, RateLimiter};
 
 use crate::config::{Config, ConfigError, KeyPath, RateLimitConfig};
 use http::HeaderName;
@@ -62,22 +65,34 @@ pub struct RoutePolicy {
     pub policy_header: http::HeaderValue,
     /// IPv6 clients share a bucket per prefix of this length.
     pub ipv6_prefix: u8,
+    /// With `scope: cluster`: the buckets in Redis (then `limiter` is unused and tiny).
+    pub cluster: Option<ClusterLimit>,
 }
 
 impl RoutePolicy {
-    /// Compiles a validated `rate_limit:` section.
-    pub fn build(cfg: &RateLimitConfig, path: &KeyPath) -> Result<RoutePolicy, ConfigError> {
+    /// Compiles a validated `rate_limit:` section of the route named `route`.
+    pub fn build(
+        cfg: &RateLimitConfig,
+        path: &KeyPath,
+        route: &str,
+    ) -> Result<RoutePolicy, ConfigError> {
         let key = cfg.key.clone();
         let limit = cfg.requests_per_second.ceil() as u64;
         let render = |s: String| {
             http::HeaderValue::from_str(&s)
                 .map_err(|_| ConfigError::at(path, "cannot render rate-limit header"))
         };
+        let cluster = match cfg.scope {
+            crate::config::LimitScope::Local => None,
+            crate::config::LimitScope::Cluster => Some(ClusterLimit::new(cfg, route)),
+        };
+        // A cluster limit keeps its buckets in Redis: the local table shrinks to nothing.
+        let slots = if cluster.is_some() { 2 } else { cfg.slots };
         Ok(RoutePolicy {
             limiter: std::sync::Arc::new(RateLimiter::new(
                 cfg.requests_per_second,
                 cfg.burst,
-                cfg.slots,
+                slots,
             )),
             key,
             status: cfg.status,
@@ -85,6 +100,7 @@ impl RoutePolicy {
             limit_header: render(limit.to_string())?,
             policy_header: render(format!("{limit};w=1;burst={}", cfg.burst))?,
             ipv6_prefix: cfg.ipv6_prefix,
+            cluster,
         })
     }
 
@@ -127,8 +143,13 @@ pub fn build_route_guards(config: &Config) -> Result<Vec<RouteGuards>, ConfigErr
                 (Some(own), _) => Some(RoutePolicy::build(
                     own,
                     &root.key("routes").index(i).key("rate_limit"),
+                    &r.name,
                 )?),
-                (None, Some(global)) => Some(RoutePolicy::build(global, &root.key("rate_limit"))?),
+                (None, Some(global)) => Some(RoutePolicy::build(
+                    global,
+                    &root.key("rate_limit"),
+                    &r.name,
+                )?),
                 (None, None) => None,
             };
             Ok(RouteGuards {

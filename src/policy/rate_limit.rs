@@ -31,6 +31,48 @@ pub struct Decision {
     pub retry_after_secs: u64,
 }
 
+/// The [`Decision`] for a bucket whose TAT lies `backlog_us` ahead of now; shared with the
+/// cluster limiter, so both scopes answer with the same headers.
+pub fn gcra_decision(
+    allowed: bool,
+    backlog_us: u64,
+    interval_us: u64,
+    tolerance_us: u64,
+    burst: u64,
+) -> Decision {
+    let full = tolerance_us + interval_us;
+    let free_us = full - backlog_us.min(full);
+    let remaining = (free_us / interval_us).min(burst + 1);
+    Decision {
+        allowed,
+        remaining,
+        reset_secs: backlog_us.div_ceil(1_000_000),
+        retry_after_secs: if allowed {
+            0
+        } else {
+            backlog_us
+                .saturating_sub(tolerance_us)
+                .div_ceil(1_000_000)
+                .max(1)
+        },
+    }
+}
+
+/// The interval between requests of one key at `rps`, in µs (both scopes round alike).
+pub fn interval_us(rps: f64) -> u64 {
+    ((1_000_000.0 / rps.max(1e-6)).round() as u64).max(1)
+}
+
+impl Decision {
+    /// Admitted without figures: a cluster limit that failed open.
+    pub const UNKNOWN_ADMITTED: Decision = Decision {
+        allowed: true,
+        remaining: 0,
+        reset_secs: 0,
+        retry_after_secs: 0,
+    };
+}
+
 /// A fixed-memory table of GCRA buckets.
 pub struct RateLimiter {
     slots: Box<[AtomicU64]>,
@@ -53,7 +95,7 @@ impl RateLimiter {
     /// (rounded up to a power of two).
     pub fn new(rps: f64, burst: u64, slots: usize) -> RateLimiter {
         let n = slots.max(2).next_power_of_two();
-        let interval_us = ((1_000_000.0 / rps.max(1e-6)).round() as u64).max(1);
+        let interval_us = interval_us(rps);
         RateLimiter {
             slots: (0..n).map(|_| AtomicU64::new(0)).collect(),
             mask: n - 1,
@@ -134,25 +176,13 @@ impl RateLimiter {
     }
 
     fn decision(&self, allowed: bool, tat: u64, now: u64) -> Decision {
-        let backlog = tat.saturating_sub(now);
-        let free_us = self.tolerance_us + self.interval_us
-            - backlog.min(self.tolerance_us + self.interval_us);
-        let remaining = (free_us / self.interval_us).min(self.burst + 1);
-        let retry_after_us = if allowed {
-            0
-        } else {
-            backlog.saturating_sub(self.tolerance_us)
-        };
-        Decision {
+        gcra_decision(
             allowed,
-            remaining,
-            reset_secs: backlog.div_ceil(1_000_000),
-            retry_after_secs: if allowed {
-                0
-            } else {
-                retry_after_us.div_ceil(1_000_000).max(1)
-            },
-        }
+            tat.saturating_sub(now),
+            self.interval_us,
+            self.tolerance_us,
+            self.burst,
+        )
     }
 
     /// The configured interval between requests of one key.

@@ -139,6 +139,8 @@ pub enum Rejection {
     PluginAnswered,
     /// A plugin could not decide (e.g. its auth service is down).
     PluginUnavailable,
+    /// A `scope: cluster` rate limit could not reach Redis and fails closed.
+    RateLimitUnavailable,
 }
 
 impl Rejection {
@@ -154,6 +156,7 @@ impl Rejection {
             Rejection::Forbidden => "forbidden",
             Rejection::PluginAnswered => "plugin_answered",
             Rejection::PluginUnavailable => "plugin_unavailable",
+            Rejection::RateLimitUnavailable => "rate_limit_unavailable",
         }
     }
 }

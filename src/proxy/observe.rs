@@ -75,7 +75,8 @@ fn error_kind(ctx: &RequestCtx, e: Option<&Error>, status: u16) -> Option<ErrorK
             Rejection::Forbidden => ErrorKind::Forbidden,
             // A redirect or preflight answer is not an error.
             Rejection::PluginAnswered => return None,
-            Rejection::PluginUnavailable => ErrorKind::Connect,
+            // Like a plugin's auth service: a dependency of the gateway could not be reached.
+            Rejection::PluginUnavailable | Rejection::RateLimitUnavailable => ErrorKind::Connect,
         });
     }
     if let Some(kind) = e.and_then(|e| Failure::of(e, ctx).metric_kind(status)) {

@@ -4,7 +4,7 @@
 use super::context::{Rejection, RequestCtx};
 use super::failure::Failure;
 use super::respond;
-use crate::policy::{now_us, Decision, LimitKey};
+use crate::policy::{now_us, ClusterLimit, Decision, LimitKey, RoutePolicy, Verdict};
 use crate::routing::RouteId;
 use crate::runtime::Runtime;
 use crate::upstream::{Admission, Upstream};
@@ -33,26 +33,22 @@ pub async fn guard_route(
 ) -> Result<bool> {
     let guards = &runtime.route(route).guards;
     if let Some(policy) = &guards.rate {
-        let decision = match &policy.key {
-            LimitKey::ClientIp => policy
-                .limiter
-                .check(&ctx.client_ip.map(|ip| policy.client_key(ip))),
-            LimitKey::Route => policy.limiter.check(&()),
-            // Before authentication ran (or when it set no consumer) the client IP stands in,
-            // so anonymous traffic still cannot flood the route.
-            LimitKey::Consumer => match &ctx.consumer {
-                Some(c) => policy.limiter.check(c.name.as_bytes()),
-                None => policy
-                    .limiter
-                    .check(&ctx.client_ip.map(|ip| policy.client_key(ip))),
+        // `known`: false when Redis could not say and failure_mode admitted the request; it
+        // then carries no RateLimit-* figures, since nobody knows them.
+        let (decision, known) = match &policy.cluster {
+            None => (local_decision(policy, session, ctx), true),
+            Some(limit) => match cluster_verdict(runtime, policy, limit, session, ctx).await {
+                Verdict::Decided(d) => (d, true),
+                Verdict::FailedOpen => (Decision::UNKNOWN_ADMITTED, false),
+                Verdict::FailedClosed => {
+                    ctx.decision = Some(Rejection::RateLimitUnavailable);
+                    let mut h = ResponseHeader::build(503, Some(4))?;
+                    h.insert_header("retry-after", "1")?;
+                    respond::error_with(session, ctx, 503, "rate limit unavailable\n", false, h)
+                        .await?;
+                    return Ok(true);
+                }
             },
-            LimitKey::Header(name) => policy.limiter.check(
-                session
-                    .req_header()
-                    .headers
-                    .get(name)
-                    .map_or(&[][..], |v| v.as_bytes()),
-            ),
         };
         if !decision.allowed {
             ctx.decision = Some(Rejection::RateLimited);
@@ -75,7 +71,7 @@ pub async fn guard_route(
             .await?;
             return Ok(true);
         }
-        if policy.headers {
+        if policy.headers && known {
             ctx.rate = Some(decision);
         }
     }
@@ -93,6 +89,78 @@ pub async fn guard_route(
         }
     }
     Ok(false)
+}
+
+/// The local table's decision for this request's key.
+fn local_decision(policy: &RoutePolicy, session: &Session, ctx: &RequestCtx) -> Decision {
+    match &policy.key {
+        LimitKey::ClientIp => policy
+            .limiter
+            .check(&ctx.client_ip.map(|ip| policy.client_key(ip))),
+        LimitKey::Route => policy.limiter.check(&()),
+        // Before authentication ran (or when it set no consumer) the client IP stands in,
+        // so anonymous traffic still cannot flood the route.
+        LimitKey::Consumer => match &ctx.consumer {
+            Some(c) => policy.limiter.check(c.name.as_bytes()),
+            None => policy
+                .limiter
+                .check(&ctx.client_ip.map(|ip| policy.client_key(ip))),
+        },
+        LimitKey::Header(name) => policy.limiter.check(
+            session
+                .req_header()
+                .headers
+                .get(name)
+                .map_or(&[][..], |v| v.as_bytes()),
+        ),
+    }
+}
+
+/// Asks Redis (or the local shortcut) about this request's key, keyed like the local table;
+/// the tag keeps a consumer named like an address apart from that address.
+async fn cluster_verdict(
+    runtime: &Runtime,
+    policy: &RoutePolicy,
+    limit: &ClusterLimit,
+    session: &Session,
+    ctx: &RequestCtx,
+) -> Verdict {
+    use std::io::Write;
+    let redis = runtime.redis.as_deref();
+    // An address as text, on the stack: the longest IPv6 form is 45 bytes.
+    let mut ip_buf = [0u8; 48];
+    let mut ip_text = |ip: Option<std::net::IpAddr>| -> usize {
+        let Some(ip) = ip.map(|ip| policy.client_key(ip)) else {
+            return 0;
+        };
+        let mut w = &mut ip_buf[..];
+        match write!(w, "{ip}") {
+            Ok(()) => 48 - w.len(),
+            Err(_) => 0,
+        }
+    };
+    match &policy.key {
+        LimitKey::ClientIp => {
+            let n = ip_text(ctx.client_ip);
+            limit.check(redis, b"ip:", &ip_buf[..n]).await
+        }
+        LimitKey::Route => limit.check(redis, b"route", b"").await,
+        LimitKey::Consumer => match &ctx.consumer {
+            Some(c) => limit.check(redis, b"consumer:", c.name.as_bytes()).await,
+            None => {
+                let n = ip_text(ctx.client_ip);
+                limit.check(redis, b"ip:", &ip_buf[..n]).await
+            }
+        },
+        LimitKey::Header(name) => {
+            let value = session
+                .req_header()
+                .headers
+                .get(name)
+                .map_or(&[][..], |v| v.as_bytes());
+            limit.check(redis, b"header:", value).await
+        }
+    }
 }
 
 /// Asks the upstream's circuit breaker; returns true when it answered (circuit open).

@@ -18,6 +18,7 @@ mod passive_health;
 mod plugins;
 mod proxying;
 mod rate_limit;
+mod rate_limit_cluster;
 mod reload;
 mod routing;
 mod smoke;
