@@ -188,9 +188,12 @@ async fn jwt_verifies_each_algorithm_and_refuses_bad_tokens() {
         b64url(br#"{"alg":"none","typ":"JWT"}"#),
         b64url(claims("u").to_string().as_bytes())
     );
+    // A character inside the signature, never the last one: the last base64url character
+    // of a 32-byte MAC carries two padding bits, so changing it may decode to the same bytes.
     let mut tampered = sign(Algorithm::HS256, None, &claims("u"), &hs);
-    tampered.pop();
-    tampered.push('A');
+    let at = tampered.len() - 10;
+    let was = tampered.as_bytes()[at];
+    tampered.replace_range(at..=at, if was == b'A' { "B" } else { "A" });
     let wrong_secret = EncodingKey::from_secret(b"another secret that is 32 bytes long");
     for (why, token) in [
         ("expired", sign(Algorithm::HS256, None, &expired, &hs)),
