@@ -21,7 +21,10 @@ pub fn request_reload(path: &str) -> Result<String, String> {
         .ok_or_else(|| format!("{path}: no admin: section, so no POST /reload to call"))?;
     let admin: crate::config::AdminConfig =
         serde_yaml::from_value(admin.clone()).map_err(|e| format!("{path}: admin: {e}"))?;
-    let token = admin.token.as_deref();
+    // The running gateway checks the token it was loaded with: when rotating it, the old one
+    // comes from the environment (the same variable avx-gateway-upgrade reads).
+    let from_env = std::env::var("AVX_GATEWAY_ADMIN_TOKEN").ok();
+    let token = from_env.as_deref().or(admin.token.as_deref());
     let addr = connect_address(&admin.address)?;
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .map_err(|e| format!("cannot reach the admin listener at {addr}: {e}"))?;
