@@ -577,3 +577,49 @@ async fn systemctl_reload_runs_the_in_process_reload_and_fails_on_a_bad_file() {
     assert_eq!(get(&gw, "/r").await.0, 200, "the old config serves");
     assert_eq!(generation(&gw).await, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_a_reload_drops_stops_its_background_refresh() {
+    let idp = crate::harness::RawOrigin::start().await;
+    idp.reply_for(
+        "/jwks",
+        crate::harness::OriginReply::new(200, r#"{"keys":[]}"#)
+            .header("content-type", "application/json"),
+    );
+    let origin = TestUpstream::start("origin").await;
+    let jwt = format!(
+        "  - name: jwt\n    match: {{ path_prefix: /jwt/ }}\n    upstream: backend\n    plugins:\n      - jwt: {{ jwks_url: \"http://{}/jwks\", refresh_seconds: 1 }}\n",
+        idp.addr
+    );
+    let gw = GatewayProcess::start(&config(origin.addr, &jwt));
+    // The refresher starts with the first token the route has to check (a well-formed one
+    // naming a key the empty set does not have).
+    let token = "eyJhbGciOiJFUzI1NiIsInR5cCI6IkpXVCIsImtpZCI6ImEifQ.eyJzdWIiOiJ1In0.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let r = client()
+        .get(gw.url("/jwt/x"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request with a token");
+    assert_eq!(r.status(), 401);
+    let fetched = idp.count();
+    assert!(
+        idp.wait_for_count(fetched + 2, SOON).await,
+        "the JWKS is refreshed every second"
+    );
+
+    gw.rewrite_config(&config(origin.addr, ""));
+    assert_eq!(gw.reload().await.0, 200);
+    // A fetch already under way may still finish; after it, the replaced plugin's loop ends.
+    let _ = tokio::time::timeout(
+        Duration::from_millis(1500),
+        idp.wait_for_count(idp.count() + 1, SOON),
+    )
+    .await;
+    let settled = idp.count();
+    assert!(
+        !idp.wait_for_count(settled + 1, Duration::from_secs(3))
+            .await,
+        "the dropped plugin kept fetching its JWKS"
+    );
+}

@@ -160,30 +160,37 @@ impl RemoteJwks {
         parse_jwks(&body)
     }
 
-    async fn refresh_forever(self: Arc<Self>) {
+    /// Refreshes until the plugin is dropped (a reload replaced it): the loop holds it only
+    /// weakly between fetches, so a replaced plugin stops fetching.
+    async fn refresh_forever(me: std::sync::Weak<Self>) {
         // Until the first set loads, retry soon (1 s, doubling up to `refresh`).
-        let mut retry = Duration::from_secs(1).min(self.refresh);
+        let mut retry = Duration::from_secs(1);
         loop {
-            let wait = match self.fetch().await {
+            let Some(this) = me.upgrade() else {
+                return;
+            };
+            retry = retry.min(this.refresh);
+            let wait = match this.fetch().await {
                 Ok(keys) => {
-                    self.keys.store(Arc::new(keys));
-                    self.loaded.store(true, Ordering::Release);
-                    self.refresh
+                    this.keys.store(Arc::new(keys));
+                    this.loaded.store(true, Ordering::Release);
+                    this.refresh
                 }
                 Err(e) => {
                     log::warn!("jwt: fetching the JWKS failed ({e}); keeping the last good set");
-                    if self.loaded.load(Ordering::Acquire) {
-                        self.refresh
+                    if this.loaded.load(Ordering::Acquire) {
+                        this.refresh
                     } else {
                         let now = retry;
-                        retry = (retry * 2).min(self.refresh);
+                        retry = (retry * 2).min(this.refresh);
                         now
                     }
                 }
             };
             // Requests waiting for the first attempt go on, with whatever set there is.
-            self.attempted.store(true, Ordering::Release);
-            self.first_load.notify_waiters();
+            this.attempted.store(true, Ordering::Release);
+            this.first_load.notify_waiters();
+            drop(this);
             tokio::time::sleep(wait).await;
         }
     }
@@ -193,9 +200,9 @@ impl RemoteJwks {
         if self.attempted.load(Ordering::Acquire) {
             return;
         }
-        let me = self.clone();
+        let me = Arc::downgrade(self);
         self.started.call_once(|| {
-            tokio::spawn(me.refresh_forever());
+            tokio::spawn(Self::refresh_forever(me));
         });
         // Registered before `loaded` is read again, so a load in between is not missed.
         let mut notified = std::pin::pin!(self.first_load.notified());
