@@ -53,11 +53,11 @@ routes:
   - name: cluster
     match: { host: cluster.bench }
     upstream: origin
-    rate_limit: { requests_per_second: 10000000, burst: 1000000, key: client_ip, scope: cluster }
+    rate_limit: { requests_per_second: 1000000, burst: 100000, key: client_ip, scope: cluster }
   - name: local
     match: { path_prefix: / }
     upstream: origin
-    rate_limit: { requests_per_second: 10000000, burst: 1000000, key: client_ip }
+    rate_limit: { requests_per_second: 1000000, burst: 100000, key: client_ip }
 YAML
 RUST_LOG=warn "$GW_BIN" -c "$WORK/gw.yaml" 2>"$WORK/gw.log" &
 GW=$!

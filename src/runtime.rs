@@ -62,6 +62,10 @@ pub struct Runtime {
     pub admin: Option<AdminAuth>,
     config: Arc<Config>,
     idle_timeout_override: Option<Duration>,
+    /// Per listener, a digest of its TLS certificate and key files as they were when this
+    /// runtime was compiled: a reload compares them, because listeners load their certificate
+    /// only at start.
+    tls_digests: Box<[Option<String>]>,
     /// The tracer, when `tracing.enabled` (a reload may keep the previous one, see
     /// [`crate::tracing::attach`]).
     pub tracing: Option<Arc<crate::tracing::Tracer>>,
@@ -262,6 +266,7 @@ impl Runtime {
                 .map(|a| (a.port(), http::HeaderValue::from(a.port())))
                 .collect(),
             admin: config.admin.as_ref().map(AdminAuth::new),
+            tls_digests: config.listeners.iter().map(tls_digest).collect(),
             config: Arc::new(config.clone()),
             idle_timeout_override,
             tracing,
@@ -278,6 +283,12 @@ impl Runtime {
             tracing,
             self.redis.as_ref(),
         );
+    }
+
+    /// The first listener whose TLS files differ from `previous`'s (see `tls_digests`).
+    pub fn tls_changed_since(&self, previous: &Runtime) -> Option<usize> {
+        (0..self.tls_digests.len())
+            .find(|&i| previous.tls_digests.get(i) != self.tls_digests.get(i))
     }
 
     /// The config this runtime was compiled from.
@@ -320,6 +331,15 @@ impl Runtime {
             }
         }
     }
+}
+
+/// SHA-256 over a TLS listener's certificate and key files (None without TLS, or when a file
+/// cannot be read: Pingora reports that itself at start).
+fn tls_digest(l: &crate::config::ListenerConfig) -> Option<String> {
+    let tls = l.tls.as_ref()?;
+    let mut bytes = std::fs::read(&tls.cert).ok()?;
+    bytes.extend(std::fs::read(&tls.key).ok()?);
+    Some(crate::reload::sha256_hex(&bytes))
 }
 
 /// The `rate_limit:` that applies to route `i`: its own, or the global default.

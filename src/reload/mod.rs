@@ -251,6 +251,19 @@ fn compile(
     fixed::check(previous.config(), &config, None).map_err(|e| ReloadError::Refused(located(e)))?;
     let runtime = Runtime::rebuild(&config, registry, idle, previous)
         .map_err(|e| ReloadError::Invalid(located(e)))?;
+    if let Some(i) = runtime.tls_changed_since(previous) {
+        let at = crate::config::KeyPath::root()
+            .key("listeners")
+            .index(i)
+            .key("tls")
+            .key("cert");
+        let e = ConfigError::at(
+            &at,
+            "the certificate or key file changed; listeners load them at start, so this needs \
+             the binary upgrade (avx-gateway-upgrade), not a reload",
+        );
+        return Err(ReloadError::Refused(located(e)));
+    }
     if !compression_module {
         let first = runtime.routes.iter().position(|r| r.compression.is_some());
         if first.is_some() {

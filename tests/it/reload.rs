@@ -623,3 +623,37 @@ async fn a_plugin_a_reload_drops_stops_its_background_refresh() {
         "the dropped plugin kept fetching its JWKS"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_certificate_at_the_same_path_is_refused_not_silently_ignored() {
+    let certs = TestDir::new();
+    let first = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert = certs.write("cert.pem", &first.cert.pem());
+    let key = certs.write("key.pem", &first.key_pair.serialize_pem());
+    let origin = TestUpstream::start("origin").await;
+    let yaml = config(origin.addr, "").replace(
+        "  - address: {listen}\n",
+        &format!(
+            "  - address: {{listen}}\n    tls: {{ cert: {}, key: {} }}\n",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let gw = GatewayProcess::start(&yaml);
+    assert_eq!(gw.reload().await.0, 200, "unchanged files reload");
+
+    // The files are renewed in place: the listener still serves the certificate it loaded at
+    // start, so the reload must say so instead of reporting success.
+    let renewed = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(&cert, renewed.cert.pem()).expect("renew cert");
+    std::fs::write(&key, renewed.key_pair.serialize_pem()).expect("renew key");
+    let (status, body) = gw.reload().await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("listeners[0].tls.cert"), "{body}");
+    assert!(body.contains("avx-gateway-upgrade"), "{body}");
+    assert_eq!(generation(&gw).await, 2, "nothing changed");
+
+    std::fs::write(&cert, first.cert.pem()).expect("restore cert");
+    std::fs::write(&key, first.key_pair.serialize_pem()).expect("restore key");
+    assert_eq!(gw.reload().await.0, 200, "the files it serves again");
+}
