@@ -160,18 +160,18 @@ impl Runtime {
                 ConfigError::at(&KeyPath::root().key("trusted_proxies").index(i), msg)
             })?;
         let plugins = build_plugins(config, registry, &paths_policy(&config.server))?;
-        let cache = if config.routes.iter().any(|r| r.cache.enabled) {
-            let at_cache = |e: pingora_error::BError| {
-                ConfigError::at(&KeyPath::root().key("cache"), format!("cache: {e}"))
-            };
-            let store = match previous.and_then(|p| p.cache.as_ref().map(|c| (c, &p.config.cache)))
-            {
-                Some((kept, old)) => kept.reconfigure(&config.cache, old).map_err(at_cache)?,
-                None => CacheStore::build(&config.cache).map_err(at_cache)?,
-            };
-            Some(store)
-        } else {
-            None
+        let at_cache = |e: pingora_error::BError| {
+            ConfigError::at(&KeyPath::root().key("cache"), format!("cache: {e}"))
+        };
+        // A store, once built, lives as long as the process (Pingora holds it as `'static`):
+        // a reload keeps it even when no route caches any more, so its entries can still be
+        // purged and are served again if caching comes back, instead of a second store.
+        let cache = match previous.and_then(|p| p.cache.as_ref()) {
+            Some(kept) => Some(kept.reconfigure(&config.cache).map_err(at_cache)?),
+            None if config.routes.iter().any(|r| r.cache.enabled) => {
+                Some(CacheStore::build(&config.cache).map_err(at_cache)?)
+            }
+            None => None,
         };
         let s = &config.server;
         let downstream = DownstreamSettings {
@@ -266,7 +266,7 @@ impl Runtime {
                 .map(|a| (a.port(), http::HeaderValue::from(a.port())))
                 .collect(),
             admin: config.admin.as_ref().map(AdminAuth::new),
-            tls_digests: config.listeners.iter().map(tls_digest).collect(),
+            tls_digests: crate::reload::tls_digests(config).into(),
             config: Arc::new(config.clone()),
             idle_timeout_override,
             tracing,
@@ -274,8 +274,13 @@ impl Runtime {
         })
     }
 
-    /// Makes this runtime the one scrapes follow.
+    /// Makes this runtime the one scrapes follow, and applies what it shares with the runtime
+    /// it replaces (the cache's size limit).
     pub fn go_live(&self) {
+        if let Some(Err(e)) = self.cache.as_ref().map(CacheStore::go_live) {
+            // Moving LRU records is in-memory serialization; the entries stay in the store.
+            log::error!("cache: resizing the eviction manager failed: {e}");
+        }
         let tracing = self.tracing.as_ref().map(|t| t.stats());
         self.metrics.go_live(
             &self.upstreams,
@@ -285,10 +290,9 @@ impl Runtime {
         );
     }
 
-    /// The first listener whose TLS files differ from `previous`'s (see `tls_digests`).
-    pub fn tls_changed_since(&self, previous: &Runtime) -> Option<usize> {
-        (0..self.tls_digests.len())
-            .find(|&i| previous.tls_digests.get(i) != self.tls_digests.get(i))
+    /// Digests of the listeners' TLS files when this runtime was compiled.
+    pub fn tls_digests(&self) -> &[Option<String>] {
+        &self.tls_digests
     }
 
     /// The config this runtime was compiled from.
@@ -322,7 +326,10 @@ impl Runtime {
                 continue;
             };
             let old = &self.route(RouteId::new(j)).guards;
-            let (now_cfg, old_cfg) = (effective_limit(config, i), effective_limit(&self.config, j));
+            let (now_cfg, old_cfg) = (
+                effective_limit(config, i).map(buckets),
+                effective_limit(&self.config, j).map(buckets),
+            );
             if let (Some(new), Some(kept), true) = (&mut g.rate, &old.rate, now_cfg == old_cfg) {
                 new.limiter = kept.limiter.clone();
             }
@@ -333,13 +340,16 @@ impl Runtime {
     }
 }
 
-/// SHA-256 over a TLS listener's certificate and key files (None without TLS, or when a file
-/// cannot be read: Pingora reports that itself at start).
-fn tls_digest(l: &crate::config::ListenerConfig) -> Option<String> {
-    let tls = l.tls.as_ref()?;
-    let mut bytes = std::fs::read(&tls.cert).ok()?;
-    bytes.extend(std::fs::read(&tls.key).ok()?);
-    Some(crate::reload::sha256_hex(&bytes))
+/// What a limit's buckets mean: a change of any of these makes the old buckets wrong, while
+/// `status`, `headers` or `failure_mode` change only the answer.
+fn buckets(c: &RateLimitConfig) -> (f64, u64, &crate::policy::LimitKey, usize, u8) {
+    (
+        c.requests_per_second,
+        c.burst,
+        &c.key,
+        c.slots,
+        c.ipv6_prefix,
+    )
 }
 
 /// The `rate_limit:` that applies to route `i`: its own, or the global default.

@@ -1,5 +1,6 @@
 //! Response caching: the shared in-memory store, per-route settings, keys and purges.
 
+mod eviction;
 mod policy;
 mod storage;
 
@@ -7,8 +8,9 @@ pub use policy::{cache_control, cacheability, is_shared};
 pub use storage::IndexedStorage;
 
 use crate::config::{CacheConfig, CacheCookies, ConfigError, KeyPath, RouteCacheConfig};
+use eviction::ResizableLru;
 use http::HeaderName;
-use pingora_cache::eviction::{lru, EvictionManager};
+use pingora_cache::eviction::EvictionManager;
 use pingora_cache::key::{hash_key, CompactCacheKey, HashBinary};
 use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora_cache::storage::{PurgeOutcome, PurgeTarget, PurgeType, Storage};
@@ -18,9 +20,6 @@ use pingora_error::OrErr;
 use pingora_http::RequestHeader;
 use std::time::Duration;
 
-/// Shards of the LRU eviction manager; spreads its locks across workers.
-const LRU_SHARDS: usize = 16;
-
 /// The process-wide store: storage, eviction, and the lock that collapses concurrent misses.
 ///
 /// Pingora's cache takes `'static` references; the store is built once per process, so it
@@ -29,10 +28,14 @@ const LRU_SHARDS: usize = 16;
 pub struct CacheStore {
     /// Entries and their index.
     pub storage: &'static IndexedStorage,
-    eviction: &'static lru::Manager<LRU_SHARDS>,
+    eviction: &'static ResizableLru,
     lock: &'static CacheKeyLockImpl,
     /// Responses larger than this pass through uncached.
     pub max_object_bytes: usize,
+    /// What the stored entries may weigh in all (`cache.max_bytes`).
+    max_bytes: usize,
+    /// Entries kept at most (`cache.max_size`).
+    max_size: usize,
     /// Upper bound on freshness.
     pub ttl_cap: Duration,
     /// The RFC 9213 targeted field aimed at this gateway (before `CDN-Cache-Control`).
@@ -43,17 +46,14 @@ pub struct CacheStore {
 impl CacheStore {
     /// Builds the store from `cache:`.
     pub fn build(cfg: &CacheConfig) -> pingora_error::Result<CacheStore> {
-        let per_shard = (cfg.max_size / LRU_SHARDS).max(1);
-        let eviction = lru::Manager::<LRU_SHARDS>::with_capacity_and_watermark(
-            cfg.max_bytes,
-            per_shard,
-            Some(cfg.max_size),
-        );
+        let eviction = ResizableLru::new(cfg.max_bytes, cfg.max_size);
         let lock_timeout = Duration::from_millis(cfg.lock_timeout_ms);
         Ok(CacheStore {
             storage: Box::leak(Box::new(IndexedStorage::new()?)),
             eviction: Box::leak(Box::new(eviction)),
             lock: Box::leak(CacheLock::new_boxed(lock_timeout)),
+            max_bytes: cfg.max_bytes,
+            max_size: cfg.max_size,
             max_object_bytes: cfg.max_object_bytes,
             ttl_cap: Duration::from_secs(cfg.ttl_seconds),
             targeted: HeaderName::from_bytes(cfg.targeted_cache_control.as_bytes()).or_err(
@@ -64,35 +64,23 @@ impl CacheStore {
         })
     }
 
-    /// The same store under a reloaded `cache:`: entries, their index and the miss lock are
-    /// kept; `max_bytes` applies to the next admissions, and a new `max_size` moves every
-    /// entry's LRU record into a new eviction manager (the old one stays with the requests in
-    /// flight, and is leaked like the first).
-    pub fn reconfigure(
-        &self,
-        cfg: &CacheConfig,
-        old: &CacheConfig,
-    ) -> pingora_error::Result<CacheStore> {
-        let mut next = CacheStore::build_settings(self, cfg)?;
-        if cfg.max_size != old.max_size {
-            let per_shard = (cfg.max_size / LRU_SHARDS).max(1);
-            let eviction = lru::Manager::<LRU_SHARDS>::with_capacity_and_watermark(
-                cfg.max_bytes,
-                per_shard,
-                Some(cfg.max_size),
-            );
-            for shard in 0..self.eviction.shards() {
-                eviction.deserialize_shard(&self.eviction.serialize_shard(shard)?)?;
-            }
-            next.eviction = Box::leak(Box::new(eviction));
-        } else {
-            self.eviction.set_weight_limit(cfg.max_bytes);
-        }
-        Ok(next)
+    /// The same store under a reloaded `cache:`: entries, their index, their LRU records and
+    /// the miss lock are kept. The new `max_bytes` and `max_size` apply when the runtime goes
+    /// live ([`go_live`](Self::go_live)), so a reload that fails changes nothing.
+    pub fn reconfigure(&self, cfg: &CacheConfig) -> pingora_error::Result<CacheStore> {
+        CacheStore::build_settings(self, cfg)
+    }
+
+    /// Applies this store's size limits to the eviction manager it shares with the store it
+    /// replaces; called when the runtime holding it goes live.
+    pub fn go_live(&self) -> pingora_error::Result<()> {
+        self.eviction.resize(self.max_bytes, self.max_size)
     }
 
     fn build_settings(base: &CacheStore, cfg: &CacheConfig) -> pingora_error::Result<CacheStore> {
         Ok(CacheStore {
+            max_bytes: cfg.max_bytes,
+            max_size: cfg.max_size,
             max_object_bytes: cfg.max_object_bytes,
             ttl_cap: Duration::from_secs(cfg.ttl_seconds),
             targeted: HeaderName::from_bytes(cfg.targeted_cache_control.as_bytes()).or_err(

@@ -84,3 +84,52 @@ pub fn check(
     }
     Ok(())
 }
+
+/// Per listener, SHA-256 over its TLS certificate and key files (None without TLS, or when a
+/// file cannot be read now: Pingora reports an unreadable file itself at start).
+pub fn tls_digests(config: &Config) -> Vec<Option<String>> {
+    config
+        .listeners
+        .iter()
+        .map(|l| {
+            let tls = l.tls.as_ref()?;
+            let mut bytes = std::fs::read(&tls.cert).ok()?;
+            bytes.extend(std::fs::read(&tls.key).ok()?);
+            Some(super::sha256_hex(&bytes))
+        })
+        .collect()
+}
+
+/// The first listener whose certificate or key file changed on disk since `live` was taken
+/// (a file that cannot be read now proves nothing, so it is not a change), as a located error.
+pub fn check_tls(live: &[Option<String>], next: &Config) -> Result<(), ConfigError> {
+    let now = tls_digests(next);
+    let changed = live
+        .iter()
+        .zip(&now)
+        .position(|(a, b)| matches!((a, b), (Some(a), Some(b)) if a != b));
+    match changed {
+        Some(i) => Err(ConfigError::at(
+            &KeyPath::root()
+                .key("listeners")
+                .index(i)
+                .key("tls")
+                .key("cert"),
+            "the certificate or key file changed; listeners load them at start, so this needs \
+             the binary upgrade (avx-gateway-upgrade), not a reload",
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The first route of `next` that compresses (Pingora's compression module is then needed).
+pub fn first_compressing_route(next: &Config) -> Option<usize> {
+    let routes = KeyPath::root().key("routes");
+    next.routes.iter().enumerate().position(|(i, r)| {
+        let at = routes.index(i).key("compression");
+        matches!(
+            crate::compression::CompressionPolicy::build(&next.compression, &r.compression, &at),
+            Ok(Some(_))
+        )
+    })
+}

@@ -10,6 +10,7 @@ mod fixed;
 mod trigger;
 
 pub use client::request_reload;
+pub use fixed::tls_digests;
 pub use trigger::{FileWatcher, SighupReload};
 
 use crate::config::{Config, ConfigError};
@@ -248,29 +249,18 @@ fn compile(
     config
         .validate()
         .map_err(|e| ReloadError::Invalid(located(e)))?;
-    fixed::check(previous.config(), &config, None).map_err(|e| ReloadError::Refused(located(e)))?;
+    // Every refusal is decided before compiling, so a refused reload opens, resolves and
+    // registers nothing.
+    let refused = |e: ConfigError| ReloadError::Refused(located(e));
+    let compressing = if compression_module {
+        None
+    } else {
+        fixed::first_compressing_route(&config)
+    };
+    fixed::check(previous.config(), &config, compressing).map_err(refused)?;
+    fixed::check_tls(previous.tls_digests(), &config).map_err(refused)?;
     let runtime = Runtime::rebuild(&config, registry, idle, previous)
         .map_err(|e| ReloadError::Invalid(located(e)))?;
-    if let Some(i) = runtime.tls_changed_since(previous) {
-        let at = crate::config::KeyPath::root()
-            .key("listeners")
-            .index(i)
-            .key("tls")
-            .key("cert");
-        let e = ConfigError::at(
-            &at,
-            "the certificate or key file changed; listeners load them at start, so this needs \
-             the binary upgrade (avx-gateway-upgrade), not a reload",
-        );
-        return Err(ReloadError::Refused(located(e)));
-    }
-    if !compression_module {
-        let first = runtime.routes.iter().position(|r| r.compression.is_some());
-        if first.is_some() {
-            fixed::check(previous.config(), &config, first)
-                .map_err(|e| ReloadError::Refused(located(e)))?;
-        }
-    }
     Ok((runtime, sha256_hex(source.as_bytes())))
 }
 

@@ -47,6 +47,9 @@ pub struct FileWatcher {
     reloader: Arc<Reloader>,
     path: PathBuf,
     debounce: Duration,
+    /// The bytes of the last file that failed to reload: events about other files in the
+    /// directory must not retry it (and count a new failure) until it is edited again.
+    failed: std::sync::Mutex<String>,
 }
 
 impl FileWatcher {
@@ -56,6 +59,7 @@ impl FileWatcher {
             reloader,
             path: PathBuf::from(path),
             debounce,
+            failed: std::sync::Mutex::new(String::new()),
         }
     }
 }
@@ -103,22 +107,28 @@ impl BackgroundService for FileWatcher {
                     Err(_) => break,
                 }
             }
-            if self.changed().await {
-                let _ = self.reloader.reload("file change").await;
+            if let Some(hash) = self.changed() {
+                if self.reloader.reload("file change").await.is_err() {
+                    *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = hash;
+                }
             }
         }
     }
 }
 
 impl FileWatcher {
-    /// Whether the file's bytes differ from the live config's (events in the directory are
-    /// also about other files).
-    async fn changed(&self) -> bool {
+    /// The file's hash when its bytes differ from the live config's and from the last file
+    /// that failed (events in the directory are also about other files).
+    fn changed(&self) -> Option<String> {
         // A config file is small; a blocking read on this one-thread service is fine.
-        let Ok(bytes) = std::fs::read(&self.path) else {
-            // Mid-rename or deleted: a later event will tell.
-            return false;
-        };
-        super::sha256_hex(&bytes) != self.reloader.live().status().hash
+        // Mid-rename or deleted: a later event will tell.
+        let bytes = std::fs::read(&self.path).ok()?;
+        let hash = super::sha256_hex(&bytes);
+        let failed = self
+            .failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        (hash != self.reloader.live().status().hash && hash != failed).then_some(hash)
     }
 }

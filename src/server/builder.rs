@@ -58,8 +58,11 @@ impl GatewayBuilder {
         let located = |e: ConfigError| e.in_file(path, &source);
         let config = Config::from_yaml_str(&source).map_err(located)?;
         let mut gateway = self.config(config).build().map_err(located)?;
+        // Absolute, because a daemon's working directory is `/` by the time it reloads.
+        let absolute = std::path::absolute(path)
+            .map_or_else(|_| path.to_string(), |p| p.display().to_string());
         gateway.source = Some(ConfigSource {
-            path: path.to_string(),
+            path: absolute,
             sha256: crate::reload::sha256_hex(source.as_bytes()),
         });
         Ok(gateway)

@@ -74,6 +74,9 @@ impl Gateway {
             work_stealing: s.work_stealing,
             listener_tasks_per_fd: s.listener_tasks_per_fd,
             upstream_keepalive_pool_size: self.pool_size,
+            // A daemon would otherwise move to `/`, and a reload would then read relative
+            // paths of the config (key files, htpasswd, JWKS files) from there.
+            working_directory: std::env::current_dir().ok(),
             ..ServerConf::default()
         };
         conf.version = 1;

@@ -455,10 +455,13 @@ async fn sighup_reloads_a_daemonized_gateway() {
         )
     };
     let path = dir.write("gateway.yaml", &yaml(""));
-    let path_str = path.display().to_string();
+    // Started as an operator would from the config's directory, with a relative `-c`: the
+    // daemon must still find the file when it reloads.
+    let workdir = dir.0.clone();
     let started = tokio::task::spawn_blocking(move || {
         std::process::Command::new(binary())
-            .args(["-c", &path_str])
+            .current_dir(workdir)
+            .args(["-c", "gateway.yaml"])
             .status()
             .expect("start the daemon")
     })

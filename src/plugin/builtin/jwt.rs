@@ -145,7 +145,29 @@ const MAX_JWKS_BYTES: usize = 1024 * 1024;
 /// How long a request waits for the first JWKS fetch.
 const FIRST_FETCH_WAIT: Duration = Duration::from_secs(3);
 
+/// The remote key sets alive in this process, by URL and refresh interval: a plugin built by
+/// a reload takes over the set (and refresher) of the one it replaces instead of starting
+/// empty, so its first requests neither wait for a fetch nor fail while the provider is down.
+/// Only taken while a config is compiled.
+static REMOTE_SETS: std::sync::Mutex<Vec<(String, Duration, std::sync::Weak<RemoteJwks>)>> =
+    std::sync::Mutex::new(Vec::new());
+
 impl RemoteJwks {
+    /// The live set for `url` and `refresh`, or a new one made by `make`.
+    fn shared(url: &str, refresh: Duration, make: impl FnOnce() -> RemoteJwks) -> Arc<RemoteJwks> {
+        let mut sets = REMOTE_SETS.lock().unwrap_or_else(|p| p.into_inner());
+        sets.retain(|(_, _, weak)| weak.strong_count() > 0);
+        let live = sets
+            .iter()
+            .find(|(u, r, _)| u == url && *r == refresh)
+            .and_then(|(_, _, weak)| weak.upgrade());
+        live.unwrap_or_else(|| {
+            let set = Arc::new(make());
+            sets.push((url.to_string(), refresh, Arc::downgrade(&set)));
+            set
+        })
+    }
+
     async fn fetch(&self) -> Result<Vec<Key>, String> {
         let req = self.endpoint.get().map_err(|e| e.to_string())?;
         let io = send(&self.connector, &self.endpoint, req, MAX_JWKS_BYTES);
@@ -278,9 +300,10 @@ impl Jwt {
                 }
                 let endpoint =
                     Endpoint::parse(url, FIRST_FETCH_WAIT).map_err(|m| cx.error("jwks_url", m))?;
-                Some(Arc::new(RemoteJwks {
+                let refresh = Duration::from_secs(c.refresh_seconds);
+                Some(RemoteJwks::shared(url, refresh, || RemoteJwks {
                     endpoint,
-                    refresh: Duration::from_secs(c.refresh_seconds),
+                    refresh,
                     keys: ArcSwap::from_pointee(Vec::new()),
                     connector: Connector::new(None),
                     started: std::sync::Once::new(),

@@ -336,14 +336,11 @@ async fn a_jwks_url_is_fetched_refreshed_and_its_last_good_set_kept() {
     let idp = RawOrigin::start().await;
     idp.reply_for("/jwks", set(json!({ "keys": [ec_jwk("a", &keys.jwks_a)] })));
     let origin = RawOrigin::start().await;
-    let gw = gateway(
-        &origin,
-        &format!(
-            "  - name: api\n    match: {{ path_prefix: / }}\n    upstream: backend\n    plugins:\n      - jwt: {{ jwks_url: \"http://{}/jwks\", refresh_seconds: 1 }}\n",
-            idp.addr
-        ),
-        "",
+    let api_route = format!(
+        "  - name: api\n    match: {{ path_prefix: / }}\n    upstream: backend\n    plugins:\n      - jwt: {{ jwks_url: \"http://{}/jwks\", refresh_seconds: 1 }}\n",
+        idp.addr
     );
+    let gw = gateway(&origin, &api_route, "");
     let c = client();
     let with = |token: String| {
         let (c, url) = (c.clone(), gw.url("/x"));
@@ -387,5 +384,20 @@ async fn a_jwks_url_is_fetched_refreshed_and_its_last_good_set_kept() {
         idp.wait_for_count(fetched + 2, std::time::Duration::from_secs(10))
             .await
     );
-    assert_eq!(with(token_b).await, 200, "the last good set is kept");
+    assert_eq!(
+        with(token_b.clone()).await,
+        200,
+        "the last good set is kept"
+    );
+
+    // A reload that keeps the plugin's jwks_url takes the fetched set over: with the provider
+    // still down, tokens verify right after it.
+    let extra = "  - { name: other, match: { path: /other }, respond: { status: 200 } }\n";
+    gw.rewrite_config(&super::yaml(&origin, &format!("{extra}{api_route}"), ""));
+    assert_eq!(gw.reload().await.0, 200);
+    assert_eq!(
+        with(token_b).await,
+        200,
+        "the reloaded plugin still has the last good set"
+    );
 }
