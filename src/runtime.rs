@@ -151,9 +151,10 @@ impl Runtime {
             upstreams.push(up);
         }
         let table = RouteTable::build(&config.routes)?;
-        let mut guards = crate::policy::build_route_guards(config)?;
+        let kept = |i: usize| previous.and_then(|p| p.kept_limiter(config, i));
+        let mut guards = crate::policy::build_route_guards(config, kept)?;
         if let Some(p) = previous {
-            p.keep_limits(config, &mut guards);
+            p.keep_in_flight(config, &mut guards);
         }
         let trusted_proxies =
             TrustedProxies::parse(&config.trusted_proxies).map_err(|(i, msg)| {
@@ -318,23 +319,28 @@ impl Runtime {
         self.upstreams.iter().find(|u| &*u.name == name).cloned()
     }
 
-    /// Carries the buckets (and in-flight counts) of routes whose limit a reload left as it
-    /// was over to `guards`, so a client cannot reset its allowance by waiting for a reload.
-    fn keep_limits(&self, config: &Config, guards: &mut [RouteGuards]) {
-        for (i, (r, g)) in config.routes.iter().zip(guards.iter_mut()).enumerate() {
+    /// The bucket table of the route `config.routes[i]` had here, when a reload leaves what
+    /// its buckets mean unchanged, so a client cannot reset its allowance by waiting for a
+    /// reload.
+    fn kept_limiter(&self, config: &Config, i: usize) -> Option<Arc<crate::policy::RateLimiter>> {
+        let name = &config.routes.get(i)?.name;
+        let j = self.config.routes.iter().position(|o| &o.name == name)?;
+        let unchanged = effective_limit(config, i).map(buckets)
+            == effective_limit(&self.config, j).map(buckets);
+        let old = self.route(RouteId::new(j)).guards.rate.as_ref()?;
+        unchanged.then(|| old.limiter.clone())
+    }
+
+    /// Carries the in-flight counters of routes whose `max_in_flight` a reload left as it was,
+    /// so requests still running on this runtime count against the same cap.
+    fn keep_in_flight(&self, config: &Config, guards: &mut [RouteGuards]) {
+        for (r, g) in config.routes.iter().zip(guards.iter_mut()) {
             let Some(j) = self.config.routes.iter().position(|o| o.name == r.name) else {
                 continue;
             };
-            let old = &self.route(RouteId::new(j)).guards;
-            let (now_cfg, old_cfg) = (
-                effective_limit(config, i).map(buckets),
-                effective_limit(&self.config, j).map(buckets),
-            );
-            if let (Some(new), Some(kept), true) = (&mut g.rate, &old.rate, now_cfg == old_cfg) {
-                new.limiter = kept.limiter.clone();
-            }
             if r.max_in_flight == self.config.routes[j].max_in_flight {
-                g.in_flight.clone_from(&old.in_flight);
+                g.in_flight
+                    .clone_from(&self.route(RouteId::new(j)).guards.in_flight);
             }
         }
     }
@@ -342,13 +348,23 @@ impl Runtime {
 
 /// What a limit's buckets mean: a change of any of these makes the old buckets wrong, while
 /// `status`, `headers` or `failure_mode` change only the answer.
-fn buckets(c: &RateLimitConfig) -> (f64, u64, &crate::policy::LimitKey, usize, u8) {
+fn buckets(
+    c: &RateLimitConfig,
+) -> (
+    f64,
+    u64,
+    &crate::policy::LimitKey,
+    usize,
+    u8,
+    crate::config::LimitScope,
+) {
     (
         c.requests_per_second,
         c.burst,
         &c.key,
         c.slots,
         c.ipv6_prefix,
+        c.scope,
     )
 }
 

@@ -71,10 +71,13 @@ pub struct RoutePolicy {
 
 impl RoutePolicy {
     /// Compiles a validated `rate_limit:` section of the route named `route`.
+    /// `kept` is the table of the limit this one replaces on a reload, when its buckets still
+    /// mean the same (no new table is allocated then).
     pub fn build(
         cfg: &RateLimitConfig,
         path: &KeyPath,
         route: &str,
+        kept: Option<std::sync::Arc<RateLimiter>>,
     ) -> Result<RoutePolicy, ConfigError> {
         let key = cfg.key.clone();
         let limit = cfg.requests_per_second.ceil() as u64;
@@ -89,11 +92,9 @@ impl RoutePolicy {
         // A cluster limit keeps its buckets in Redis: the local table shrinks to nothing.
         let slots = if cluster.is_some() { 2 } else { cfg.slots };
         Ok(RoutePolicy {
-            limiter: std::sync::Arc::new(RateLimiter::new(
-                cfg.requests_per_second,
-                cfg.burst,
-                slots,
-            )),
+            limiter: kept.unwrap_or_else(|| {
+                std::sync::Arc::new(RateLimiter::new(cfg.requests_per_second, cfg.burst, slots))
+            }),
             key,
             status: cfg.status,
             headers: cfg.headers,
@@ -132,7 +133,10 @@ pub struct RouteGuards {
 }
 
 /// Compiles every route's guards, in route order.
-pub fn build_route_guards(config: &Config) -> Result<Vec<RouteGuards>, ConfigError> {
+pub fn build_route_guards(
+    config: &Config,
+    kept: impl Fn(usize) -> Option<std::sync::Arc<RateLimiter>>,
+) -> Result<Vec<RouteGuards>, ConfigError> {
     let root = KeyPath::root();
     config
         .routes
@@ -144,11 +148,13 @@ pub fn build_route_guards(config: &Config) -> Result<Vec<RouteGuards>, ConfigErr
                     own,
                     &root.key("routes").index(i).key("rate_limit"),
                     &r.name,
+                    kept(i),
                 )?),
                 (None, Some(global)) => Some(RoutePolicy::build(
                     global,
                     &root.key("rate_limit"),
                     &r.name,
+                    kept(i),
                 )?),
                 (None, None) => None,
             };
