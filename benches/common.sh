@@ -20,6 +20,10 @@ bench_cleanup() {
 }
 trap bench_cleanup EXIT
 
+# cpu_ticks PID: user + system CPU of PID so far, in clock ticks; TICK_US is one tick in µs.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+
 # wait_port PORT: until something accepts connections on 127.0.0.1:PORT (10 s at most).
 wait_port() {
   for _ in $(seq 100); do

@@ -57,16 +57,13 @@ wait_200 "$URL" -H "Host: plain.bench"
 wait_200 "$URL" -H "Host: plugins.bench" -H "Authorization: Bearer $TOKEN" \
   -H "Origin: https://app.example.com"
 
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$GW/stat"; }
-TICK_US=$((1000000 / $(getconf CLK_TCK)))
-
 run() { # name wrk-args... -> "name req/s cpu_us_per_request"
   local name=$1
   shift
   local before after out reqs rps
-  before=$(cpu_ticks)
+  before=$(cpu_ticks "$GW")
   out=$(wrk -t2 -c"$CONNS" -d"$DUR" "$@" "$URL")
-  after=$(cpu_ticks)
+  after=$(cpu_ticks "$GW")
   reqs=$(awk '/requests in/ { print $1 }' <<<"$out")
   rps=$(awk '/Requests\/sec/ { print $2 }' <<<"$out")
   if grep -q "Non-2xx" <<<"$out"; then

@@ -66,8 +66,6 @@ URL=http://127.0.0.1:18131/api/test
 wait_200 "$URL" -H "Host: local.bench"
 wait_200 "$URL" -H "Host: cluster.bench"
 
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-TICK_US=$((1000000 / $(getconf CLK_TCK)))
 
 run() { # name host -> "name req/s gw_cpu_us_per_request redis_cpu_us_per_request"
   local name=$1 host=$2

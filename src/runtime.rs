@@ -324,18 +324,24 @@ impl Runtime {
     /// reload.
     fn kept_limiter(&self, config: &Config, i: usize) -> Option<Arc<crate::policy::RateLimiter>> {
         let name = &config.routes.get(i)?.name;
-        let j = self.config.routes.iter().position(|o| &o.name == name)?;
+        let j = self.route_index(name)?;
         let unchanged = effective_limit(config, i).map(buckets)
             == effective_limit(&self.config, j).map(buckets);
         let old = self.route(RouteId::new(j)).guards.rate.as_ref()?;
         unchanged.then(|| old.limiter.clone())
     }
 
+    /// Where the route called `name` was in this runtime's config, so a reload can find
+    /// what a route of the same name kept.
+    fn route_index(&self, name: &str) -> Option<usize> {
+        self.config.routes.iter().position(|o| o.name == name)
+    }
+
     /// Carries the in-flight counters of routes whose `max_in_flight` a reload left as it was,
     /// so requests still running on this runtime count against the same cap.
     fn keep_in_flight(&self, config: &Config, guards: &mut [RouteGuards]) {
         for (r, g) in config.routes.iter().zip(guards.iter_mut()) {
-            let Some(j) = self.config.routes.iter().position(|o| o.name == r.name) else {
+            let Some(j) = self.route_index(&r.name) else {
                 continue;
             };
             if r.max_in_flight == self.config.routes[j].max_in_flight {

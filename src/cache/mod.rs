@@ -47,28 +47,20 @@ impl CacheStore {
     /// Builds the store from `cache:`.
     pub fn build(cfg: &CacheConfig) -> pingora_error::Result<CacheStore> {
         let eviction = ResizableLru::new(cfg.max_bytes, cfg.max_size);
-        let lock_timeout = Duration::from_millis(cfg.lock_timeout_ms);
-        Ok(CacheStore {
-            storage: Box::leak(Box::new(IndexedStorage::new()?)),
-            eviction: Box::leak(Box::new(eviction)),
-            lock: Box::leak(CacheLock::new_boxed(lock_timeout)),
-            max_bytes: cfg.max_bytes,
-            max_size: cfg.max_size,
-            max_object_bytes: cfg.max_object_bytes,
-            ttl_cap: Duration::from_secs(cfg.ttl_seconds),
-            targeted: HeaderName::from_bytes(cfg.targeted_cache_control.as_bytes()).or_err(
-                pingora_error::ErrorType::InternalError,
-                "cache.targeted_cache_control is not a header name",
-            )?,
-            lock_timeout,
-        })
+        let lock = CacheLock::new_boxed(Duration::from_millis(cfg.lock_timeout_ms));
+        CacheStore::assemble(
+            Box::leak(Box::new(IndexedStorage::new()?)),
+            Box::leak(Box::new(eviction)),
+            Box::leak(lock),
+            cfg,
+        )
     }
 
     /// The same store under a reloaded `cache:`: entries, their index, their LRU records and
     /// the miss lock are kept. The new `max_bytes` and `max_size` apply when the runtime goes
     /// live ([`go_live`](Self::go_live)), so a reload that fails changes nothing.
     pub fn reconfigure(&self, cfg: &CacheConfig) -> pingora_error::Result<CacheStore> {
-        CacheStore::build_settings(self, cfg)
+        CacheStore::assemble(self.storage, self.eviction, self.lock, cfg)
     }
 
     /// Applies this store's size limits to the eviction manager it shares with the store it
@@ -77,8 +69,17 @@ impl CacheStore {
         self.eviction.resize(self.max_bytes, self.max_size)
     }
 
-    fn build_settings(base: &CacheStore, cfg: &CacheConfig) -> pingora_error::Result<CacheStore> {
+    /// One store over these parts with the settings of `cfg`.
+    fn assemble(
+        storage: &'static IndexedStorage,
+        eviction: &'static ResizableLru,
+        lock: &'static CacheKeyLockImpl,
+        cfg: &CacheConfig,
+    ) -> pingora_error::Result<CacheStore> {
         Ok(CacheStore {
+            storage,
+            eviction,
+            lock,
             max_bytes: cfg.max_bytes,
             max_size: cfg.max_size,
             max_object_bytes: cfg.max_object_bytes,
@@ -88,7 +89,6 @@ impl CacheStore {
                 "cache.targeted_cache_control is not a header name",
             )?,
             lock_timeout: Duration::from_millis(cfg.lock_timeout_ms),
-            ..base.clone()
         })
     }
 

@@ -12,12 +12,7 @@ pub fn check(
     compressing_route: Option<usize>,
 ) -> Result<(), ConfigError> {
     let root = KeyPath::root();
-    let refuse = |path: KeyPath, what: &str| {
-        Err(ConfigError::at(
-            &path,
-            format!("{what}; this needs the binary upgrade (avx-gateway-upgrade), not a reload"),
-        ))
-    };
+    let refuse = |path: KeyPath, what: &str| Err(needs_upgrade(&path, what));
     if live.listeners.len() != next.listeners.len() {
         return refuse(root.key("listeners"), "listeners added or removed");
     }
@@ -109,17 +104,24 @@ pub fn check_tls(live: &[Option<String>], next: &Config) -> Result<(), ConfigErr
         .zip(&now)
         .position(|(a, b)| matches!((a, b), (Some(a), Some(b)) if a != b));
     match changed {
-        Some(i) => Err(ConfigError::at(
+        Some(i) => Err(needs_upgrade(
             &KeyPath::root()
                 .key("listeners")
                 .index(i)
                 .key("tls")
                 .key("cert"),
-            "the certificate or key file changed; listeners load them at start, so this needs \
-             the binary upgrade (avx-gateway-upgrade), not a reload",
+            "the certificate or key file changed; listeners load them at start",
         )),
         None => Ok(()),
     }
+}
+
+/// A refusal at `path`: `what` changed, and only the binary upgrade can apply it.
+fn needs_upgrade(path: &KeyPath, what: &str) -> ConfigError {
+    ConfigError::at(
+        path,
+        format!("{what}; this needs the binary upgrade (avx-gateway-upgrade), not a reload"),
+    )
 }
 
 /// The first route of `next` that compresses (Pingora's compression module is then needed).

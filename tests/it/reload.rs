@@ -15,6 +15,11 @@ const SOON: Duration = Duration::from_secs(10);
 
 /// The api route to `origin`, plus `extra` routes (YAML list items).
 fn config(origin: SocketAddr, extra: &str) -> String {
+    api_config(origin, "", extra)
+}
+
+/// Like [`config`], with `api_keys` (indented YAML lines) added to the api route.
+fn api_config(origin: SocketAddr, api_keys: &str, extra: &str) -> String {
     format!(
         r#"listeners:
   - address: {{listen}}
@@ -25,7 +30,7 @@ routes:
   - name: api
     match: {{ path_prefix: /api/ }}
     upstream: backend
-{extra}"#
+{api_keys}{extra}"#
     )
 }
 
@@ -218,19 +223,9 @@ async fn a_cached_entry_is_still_a_hit_after_reloads_that_resize_the_store() {
 }
 
 fn limited_config(origin: SocketAddr, burst: u32, extra: &str) -> String {
-    format!(
-        r#"listeners:
-  - address: {{listen}}
-upstreams:
-  backend:
-    servers: [{{ address: {origin} }}]
-routes:
-  - name: api
-    match: {{ path_prefix: /api/ }}
-    upstream: backend
-    rate_limit: {{ requests_per_second: 0.1, burst: {burst}, key: client_ip }}
-{extra}"#
-    )
+    let limit =
+        format!("    rate_limit: {{ requests_per_second: 0.1, burst: {burst}, key: client_ip }}\n");
+    api_config(origin, &limit, extra)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
