@@ -9,4 +9,9 @@ trap 'rm -f "$log"' EXIT
 cargo build --locked --examples
 # No doc tests: the crate has none, and an empty last runner would end the log on "0 passed".
 cargo test --locked --lib --bins --tests "$@" 2>&1 | tee "$log"
+# The patched Pingora crates' own unit tests (the patches' tests among them); not when the
+# arguments pick tests of ours.
+if [ $# -eq 0 ]; then
+  bash scripts/vendor-pingora.sh --test 2>&1 | tee -a "$log"
+fi
 awk '/^test result:/ { p += $4; f += $6 } END { printf "summary: %d passed, %d failed\n", p, f }' "$log"
