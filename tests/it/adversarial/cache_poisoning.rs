@@ -16,7 +16,7 @@ use crate::harness::raw_http::RawResponse;
 use crate::harness::raw_origin::SeenRequest;
 use crate::harness::{free_addr, http_date, wait_until, GatewayProcess, OriginReply, RawConn};
 use crate::harness::{RawOrigin, TestDir};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -24,9 +24,12 @@ use std::time::{Duration, SystemTime};
 const READ_LIMIT: Duration = Duration::from_secs(3);
 /// The site's host.
 const HOST: &str = "site.test";
+/// The trusted proxy of [`site_with`]`("trusted_proxies: [127.0.0.2]")`: loopback, but
+/// another peer than the plain clients' `127.0.0.1`.
+const PROXY: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 
 /// Request headers the origin copies into its body, in this order.
-const ECHOED: [&str; 11] = [
+const ECHOED: [&str; 13] = [
     "x-forwarded-host",
     "x-forwarded-port",
     "x-forwarded-proto",
@@ -35,6 +38,8 @@ const ECHOED: [&str; 11] = [
     "x-original-url",
     "x-rewrite-url",
     "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
     "forwarded",
     "x-real-ip",
     "cookie",
@@ -72,13 +77,23 @@ fn reply(r: &SeenRequest) -> OriginReply {
         ok.header("ETag", "\"v1\"")
     } else if p.starts_with("/public/") {
         ok.header("Cache-Control", "public, max-age=60")
-    } else if p.starts_with("/redirect") {
-        if r.header("x-forwarded-proto") == Some("https") {
+    } else if p.starts_with("/redirect")
+        || p.starts_with("/vary-proto/")
+        || p.starts_with("/keyed-proto/")
+    {
+        // An origin behind a TLS-terminating proxy: it redirects what the proxy says came in
+        // over http. Under `/vary-proto/` it also says so in `Vary`.
+        let reply = if r.header("x-forwarded-proto") == Some("https") {
             OriginReply::new(200, "secure\n").header("Cache-Control", "max-age=60")
         } else {
             OriginReply::new(301, "")
                 .header("Location", &format!("https://{HOST}{}", r.target))
                 .header("Cache-Control", "max-age=60")
+        };
+        if p.starts_with("/vary-proto/") {
+            reply.header("Vary", "X-Forwarded-Proto")
+        } else {
+            reply
         }
     } else if p.starts_with("/cdn/") {
         ok.header("Cache-Control", "no-store")
@@ -105,6 +120,7 @@ fn reply(r: &SeenRequest) -> OriginReply {
 /// A gateway with a cleartext and a TLS listener, caching routes in front of the echoing
 /// origin:
 /// - `/iq`: `key.ignore_query`;
+/// - `/keyed-proto`: `key.include_headers: [X-Forwarded-Proto]`;
 /// - `/etag`: `default_ttl_seconds: 60`;
 /// - `/ignore-cookies`: `cookies: ignore`;
 /// - `/keep`: `invalidate_on_unsafe: false`;
@@ -117,6 +133,11 @@ struct Site {
 }
 
 async fn site() -> Site {
+    site_with("").await
+}
+
+/// [`site`] with `top` (top-level YAML lines, e.g. `trusted_proxies: [127.0.0.2]\n`).
+async fn site_with(top: &str) -> Site {
     let origin = RawOrigin::start_with(reply).await;
     let certs = TestDir::new();
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".into(), HOST.into()]).unwrap();
@@ -124,7 +145,7 @@ async fn site() -> Site {
     let key = certs.write("key.pem", &ck.key_pair.serialize_pem());
     let tls_addr = free_addr();
     let gw = GatewayProcess::start(&format!(
-        r#"{server}listeners:
+        r#"{server}{top}listeners:
   - address: {{listen}}
   - address: {tls_addr}
     tls: {{ cert: {cert}, key: {key} }}
@@ -148,6 +169,10 @@ routes:
     match: {{ path_prefix: /keep }}
     upstream: origin
     cache: {{ enabled: true, invalidate_on_unsafe: false }}
+  - name: keyed-proto
+    match: {{ path_prefix: /keyed-proto }}
+    upstream: origin
+    cache: {{ enabled: true, key: {{ include_headers: [X-Forwarded-Proto] }} }}
   - name: all
     match: {{ path_prefix: / }}
     upstream: origin
@@ -173,6 +198,8 @@ struct Req<'a> {
     host: &'a str,
     headers: Vec<(&'a str, &'a str)>,
     body: &'a str,
+    /// The client's local address; `None` is the default (`127.0.0.1`).
+    from: Option<IpAddr>,
 }
 
 fn get(target: &str) -> Req<'_> {
@@ -182,6 +209,7 @@ fn get(target: &str) -> Req<'_> {
         host: HOST,
         headers: Vec::new(),
         body: "",
+        from: None,
     }
 }
 
@@ -193,6 +221,12 @@ impl<'a> Req<'a> {
 
     fn host(mut self, host: &'a str) -> Self {
         self.host = host;
+        self
+    }
+
+    /// Sent from the trusted proxy's address, [`PROXY`].
+    fn via_proxy(mut self) -> Self {
+        self.from = Some(PROXY);
         self
     }
 }
@@ -221,7 +255,10 @@ impl Site {
         }
         raw.push_str("\r\n");
         raw.push_str(req.body);
-        let mut conn = RawConn::connect(self.gw.addr).await;
+        let mut conn = match req.from {
+            Some(ip) => RawConn::connect_from(ip, self.gw.addr).await,
+            None => RawConn::connect(self.gw.addr).await,
+        };
         let _ = conn.send(raw.as_bytes()).await;
         conn.read_response(READ_LIMIT).await.unwrap_or_else(|e| {
             panic!(
@@ -299,7 +336,7 @@ enum Defused {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unkeyed_headers_cannot_poison_the_cache() {
     let site = site().await;
-    let cases: [(&str, &str, Defused); 10] = [
+    let cases: [(&str, &str, Defused); 12] = [
         ("X-Forwarded-Host", "evil.example", Defused::Stripped),
         ("X-Forwarded-Port", "8443", Defused::Stripped),
         ("X-Forwarded-Proto", "https", Defused::Stripped),
@@ -309,6 +346,8 @@ async fn unkeyed_headers_cannot_poison_the_cache() {
         ("X-Rewrite-URL", "/admin", Defused::Stripped),
         // Not a forwarding header, so it is forwarded; it is not in the key, so it bypasses.
         ("X-HTTP-Method-Override", "DELETE", Defused::Bypassed),
+        ("X-HTTP-Method", "DELETE", Defused::Bypassed),
+        ("X-Method-Override", "PUT", Defused::Bypassed),
         (
             "Forwarded",
             "for=6.6.6.6;host=evil.example;proto=https",
@@ -643,4 +682,145 @@ async fn hits_keep_the_origin_date() {
         "the HIT's Date is not the origin's: {:?}",
         hit.headers
     );
+}
+
+/// From a trusted proxy, `X-Forwarded-Scheme`, `X-Host`, `X-Original-URL` and
+/// `X-Rewrite-URL` (and the method overrides) are forwarded, so the request bypasses the
+/// cache: its answer is neither stored nor served from an entry, and an untrusted client of
+/// the same URL gets the clean answer before and after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusted_proxy_overrides_bypass_the_cache() {
+    let site = site_with("trusted_proxies: [127.0.0.2]\n").await;
+    let cases = [
+        ("X-Forwarded-Scheme", "https"),
+        ("X-Host", "evil.example"),
+        ("X-Original-URL", "/admin"),
+        ("X-Rewrite-URL", "/admin"),
+        ("X-HTTP-Method-Override", "DELETE"),
+        ("X-HTTP-Method", "DELETE"),
+        ("X-Method-Override", "PUT"),
+    ];
+    for (i, (name, value)) in cases.into_iter().enumerate() {
+        let path = format!("/trusted/{i}");
+        let what = format!("{name}: {value} from the trusted proxy");
+        let reflected = format!("{}: {value}\n", name.to_ascii_lowercase());
+        let clean = clean_body(&path, HOST, site.port());
+        // Before any entry exists: answered by the origin, which got the header as sent.
+        let r = site
+            .assert_from_origin(get(&path).header(name, value).via_proxy(), &what)
+            .await;
+        assert_eq!(status_of(&r), "BYPASS", "{what}: {:?}", r.headers);
+        let seen = site.seen_for(&r).expect("answered by the origin");
+        assert_eq!(
+            seen.header_all(name),
+            vec![value],
+            "{what}: {:?}",
+            seen.headers
+        );
+        assert!(text(&r).contains(&reflected), "{what}: {:?}", text(&r));
+        // It was not stored: a plain client asks the origin and gets the clean answer,
+        // which is stored.
+        let r = site
+            .assert_from_origin(get(&path), &format!("{what}, then a plain client"))
+            .await;
+        assert_eq!(status_of(&r), "MISS");
+        assert_eq!(
+            text(&r),
+            clean,
+            "{what}: the plain client got a poisoned answer"
+        );
+        site.assert_hit(get(&path), &what).await;
+        // With an entry stored: still the origin (not the entry), and the entry is untouched.
+        let r = site
+            .assert_from_origin(get(&path).header(name, value).via_proxy(), &what)
+            .await;
+        assert_eq!(status_of(&r), "BYPASS", "{what}: {:?}", r.headers);
+        assert!(text(&r).contains(&reflected), "{what}: {:?}", text(&r));
+        let r = site.assert_hit(get(&path), &what).await;
+        assert_eq!(text(&r), clean, "{what}: the entry was replaced");
+    }
+}
+
+/// A trusted proxy's `X-Forwarded-Proto` and `X-Forwarded-Host` are forwarded, but are not in
+/// the key and cause no bypass (the key's scheme is the listener's): an origin that answers
+/// by them shares one entry between their values, unless it says `Vary` or the route keys on
+/// the header (`key.include_headers`). This is the documented limit of docs/security.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusted_forwarding_headers_are_not_in_the_key() {
+    let site = site_with("trusted_proxies: [127.0.0.2]\n").await;
+    let https = ("X-Forwarded-Proto", "https");
+    let http = ("X-Forwarded-Proto", "http");
+
+    // No Vary: the https answer is stored under the listener's scheme (http) and served to
+    // requests the proxy says came in over http, and to plain clients.
+    let r = site
+        .assert_from_origin(
+            get("/redirect/xfp").header(https.0, https.1).via_proxy(),
+            "https",
+        )
+        .await;
+    assert_eq!(
+        (r.status, status_of(&r), text(&r).as_str()),
+        (200, "MISS", "secure\n")
+    );
+    let seen = site.seen_for(&r).expect("answered by the origin");
+    assert_eq!(seen.header_all("x-forwarded-proto"), vec!["https"]);
+    let r = site
+        .assert_hit(
+            get("/redirect/xfp").header(http.0, http.1).via_proxy(),
+            "http",
+        )
+        .await;
+    assert_eq!((r.status, text(&r).as_str()), (200, "secure\n"));
+    let r = site.assert_hit(get("/redirect/xfp"), "plain client").await;
+    assert_eq!((r.status, text(&r).as_str()), (200, "secure\n"));
+
+    // The same for X-Forwarded-Host: the first proxy-named host's answer is everyone's.
+    let r = site
+        .assert_from_origin(
+            get("/xfh/x")
+                .header("X-Forwarded-Host", "a.example")
+                .via_proxy(),
+            "X-Forwarded-Host a",
+        )
+        .await;
+    assert!(
+        text(&r).contains("x-forwarded-host: a.example\n"),
+        "{}",
+        text(&r)
+    );
+    let r = site
+        .assert_hit(
+            get("/xfh/x")
+                .header("X-Forwarded-Host", "b.example")
+                .via_proxy(),
+            "X-Forwarded-Host b",
+        )
+        .await;
+    assert!(
+        text(&r).contains("x-forwarded-host: a.example\n"),
+        "{}",
+        text(&r)
+    );
+
+    // `Vary: X-Forwarded-Proto` from the origin (`/vary-proto`), or the header in the route's
+    // key (`/keyed-proto`), keeps one entry per value.
+    for path in ["/vary-proto/x", "/keyed-proto/x"] {
+        let r = site
+            .assert_from_origin(get(path).header(https.0, https.1).via_proxy(), path)
+            .await;
+        assert_eq!((r.status, text(&r).as_str()), (200, "secure\n"), "{path}");
+        let r = site
+            .assert_from_origin(get(path).header(http.0, http.1).via_proxy(), path)
+            .await;
+        assert_eq!(r.status, 301, "{path}: {:?}", text(&r));
+        let r = site
+            .assert_hit(get(path).header(https.0, https.1).via_proxy(), path)
+            .await;
+        assert_eq!((r.status, text(&r).as_str()), (200, "secure\n"), "{path}");
+        let r = site
+            .assert_hit(get(path).header(http.0, http.1).via_proxy(), path)
+            .await;
+        assert_eq!(r.status, 301, "{path}");
+    }
 }

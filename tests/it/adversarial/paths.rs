@@ -26,6 +26,10 @@ enum Expect {
     Denied,
     /// 400 and a close; no origin sees anything.
     Refused,
+    /// 400 with body `bad request: {reason}\n` and a close; no origin sees anything.
+    RefusedWith(&'static str),
+    /// 404 `no route` from the gateway itself; no origin sees anything.
+    NoRoute,
     /// Proxied to `origin` (through `/pub` or the catch-all) with exactly this target.
     Origin(&'static str),
     /// Proxied to `api` (through the stripping `/api` route) with exactly this target.
@@ -41,6 +45,12 @@ struct Site {
 /// A site whose `server:` section is the adversarial one plus `extra` (lines indented two
 /// spaces, e.g. `  escaped_slashes: keep\n`).
 async fn site(extra: &str) -> Site {
+    site_with(extra, true).await
+}
+
+/// As [`site`]; without `catch_all`, there is no `all` route, so only `/admin`, `/api` and
+/// `/pub` are routed.
+async fn site_with(extra: &str, catch_all: bool) -> Site {
     let origin = RawOrigin::start().await;
     let api = RawOrigin::start().await;
     let gw = GatewayProcess::start(&format!(
@@ -55,11 +65,15 @@ routes:
   - {{ name: admin, match: {{ path_prefix: /admin }}, respond: {{ status: 403, body: "denied" }} }}
   - {{ name: api, match: {{ path_prefix: /api }}, strip_prefix: true, upstream: api }}
   - {{ name: pub, match: {{ path_prefix: /pub }}, upstream: origin }}
-  - {{ name: all, match: {{ path_prefix: / }}, upstream: origin }}
-"#,
+{all}"#,
         server = server_section(),
         origin = origin.addr,
         api = api.addr,
+        all = if catch_all {
+            "  - { name: all, match: { path_prefix: / }, upstream: origin }\n"
+        } else {
+            ""
+        },
     ));
     Site { gw, origin, api }
 }
@@ -94,11 +108,19 @@ impl Site {
         let what = format!("GET {path:?} (expecting {expect:?})");
         let status = resp.as_ref().ok().map(|r| r.status);
         match expect {
-            Expect::Denied | Expect::Refused => {
+            Expect::Denied | Expect::Refused | Expect::RefusedWith(_) | Expect::NoRoute => {
                 if let Expect::Denied = expect {
                     let body = resp.as_ref().map(|r| r.body.clone()).unwrap_or_default();
                     assert!(
                         status == Some(403) && body == b"denied",
+                        "{what}: got {}; {}",
+                        describe(&resp),
+                        self.seen()
+                    );
+                } else if let Expect::NoRoute = expect {
+                    let body = resp.as_ref().map(|r| r.body.clone()).unwrap_or_default();
+                    assert!(
+                        status == Some(404) && body == b"no route\n",
                         "{what}: got {}; {}",
                         describe(&resp),
                         self.seen()
@@ -111,6 +133,14 @@ impl Site {
                         describe(&resp),
                         self.seen()
                     );
+                    if let Expect::RefusedWith(reason) = expect {
+                        let body = resp.as_ref().map(|r| r.body.clone()).unwrap_or_default();
+                        assert_eq!(
+                            String::from_utf8_lossy(&body),
+                            format!("bad request: {reason}\n"),
+                            "{what}: another reason"
+                        );
+                    }
                     let (_, closed) = conn.read_until_closed(CLOSE_LIMIT).await;
                     assert!(closed, "{what}: the connection stayed open after the 400");
                 }
@@ -179,6 +209,113 @@ async fn default_rules_resolve_before_routing() {
         ("/pub/./q?x=../admin", Expect::Origin("/pub/q?x=../admin")),
     ])
     .await;
+}
+
+/// The reason the defaults refuse an encoded slash with (`escaped_slashes: reject`).
+const ENCODED_SLASH: &str = "encoded slash in path";
+
+/// The issue's table, item by item, under the default path rules: once as written, against
+/// the `respond: 403` route on `/admin`, and once adapted to the stripped `/api` prefix, where
+/// a path that resolved only after `strip_prefix` would reach the `api` origin outside its
+/// prefix. Each case is the exact answer and exactly what each origin received (the target,
+/// byte for byte, or nothing); the rows are those of docs/security.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_table_against_the_deny_and_the_strip_routes() {
+    let site = site("").await;
+    // Against the `respond: 403` route.
+    site.check_all(&[
+        ("/pub/../admin", Expect::Denied),
+        ("/pub/%2e%2e/admin", Expect::Denied),
+        ("//admin", Expect::Denied),
+        ("/./admin", Expect::Denied),
+        ("/%61dmin", Expect::Denied),
+        ("/admin%2f", Expect::RefusedWith(ENCODED_SLASH)),
+        ("/pub/..%2fadmin", Expect::RefusedWith(ENCODED_SLASH)),
+        ("/api/../internal", Expect::Origin("/internal")),
+    ])
+    .await;
+    // The same items through the stripped prefix. A dot-segment that leaves `/api` leaves
+    // the `api` route too: it is resolved before routing, so `strip_prefix` never sees it and
+    // `/../admin` can never go upstream.
+    site.check_all(&[
+        ("/api/../admin", Expect::Denied),
+        ("/api/%2e%2e/admin", Expect::Denied),
+        ("/api/.%2e/admin", Expect::Denied),
+        ("/api//x", Expect::Api("/x")),
+        ("//api/x", Expect::Api("/x")),
+        ("/api///x//y", Expect::Api("/x/y")),
+        ("/api/./x", Expect::Api("/x")),
+        ("/./api/x", Expect::Api("/x")),
+        ("/api/%61dmin", Expect::Api("/admin")),
+        ("/%61pi/x", Expect::Api("/x")),
+        ("/api/x%2f", Expect::RefusedWith(ENCODED_SLASH)),
+        ("/api%2fx", Expect::RefusedWith(ENCODED_SLASH)),
+        ("/api/..%2fadmin", Expect::RefusedWith(ENCODED_SLASH)),
+        ("/api/../internal", Expect::Origin("/internal")),
+        ("/api/%2e%2e/internal", Expect::Origin("/internal")),
+        ("/api/..", Expect::Origin("/")),
+        // Dot-segments that stay inside the prefix are resolved inside it; climbing one
+        // segment further leaves it.
+        ("/api/x/../y", Expect::Api("/y")),
+        ("/api/x/..", Expect::Api("/")),
+        ("/api/x/%2e%2e/%2e%2e/admin", Expect::Denied),
+    ])
+    .await;
+    assert!(
+        !site.api.saw_target_containing(".."),
+        "a dot-segment went upstream: {}",
+        site.seen()
+    );
+    assert!(
+        !site.api.saw_target_containing("%"),
+        "an escape went upstream: {}",
+        site.seen()
+    );
+}
+
+/// Without a catch-all, a path that resolves out of `/api` finds no route: 404 `no route`,
+/// never the `api` route with a climbing stripped path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_resolved_out_of_the_strip_prefix_without_a_catch_all_has_no_route() {
+    let site = site_with("", false).await;
+    site.check_all(&[
+        ("/api/../internal", Expect::NoRoute),
+        ("/api/%2e%2e/internal", Expect::NoRoute),
+        ("/api/../admin", Expect::Denied),
+        ("/api/x/../y", Expect::Api("/y")),
+    ])
+    .await;
+}
+
+/// `merge_slashes: false`: runs of `/` are kept, so `//admin` is not the `/admin` route (its
+/// first segment is empty) and the catch-all forwards it as `//admin`, as docs/security.md
+/// says; dot-segments are still resolved, and `strip_prefix` keeps the doubled slash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_slashes_false_keeps_doubled_slashes() {
+    let site = site("  merge_slashes: false\n").await;
+    site.check_all(&[
+        ("//admin", Expect::Origin("//admin")),
+        ("/a//b", Expect::Origin("/a//b")),
+        ("/pub//x", Expect::Origin("/pub//x")),
+        // A doubled slash after the prefix is still under it.
+        ("/admin//x", Expect::Denied),
+        // Normalization is still on.
+        ("/pub/../admin", Expect::Denied),
+        ("/./admin", Expect::Denied),
+        ("/%61dmin", Expect::Denied),
+        ("/admin%2f", Expect::RefusedWith(ENCODED_SLASH)),
+        ("/api/x", Expect::Api("/x")),
+        ("/api//x", Expect::Api("//x")),
+        ("//api/x", Expect::Origin("//api/x")),
+        // `..` removes the empty segment like any other.
+        ("/api//../x", Expect::Api("/x")),
+    ])
+    .await;
+    assert!(
+        !site.origin.requests().iter().any(|r| r.target == "/admin"),
+        "{}",
+        site.seen()
+    );
 }
 
 /// Paths no rule can make safe are refused whatever the policy; others are rewritten into

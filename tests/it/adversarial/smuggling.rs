@@ -810,3 +810,119 @@ async fn cl0_on_a_cached_route_bypasses_the_cache_and_keeps_framing() {
     );
     site.assert_serving("after the GET with a body").await;
 }
+
+/// H2.CL: an HTTP/2 request whose `content-length` disagrees with its DATA (shorter, longer,
+/// `0` with a whole request as the data, in one frame or split so that part of the body was
+/// already accepted) is a stream error (RST_STREAM `PROTOCOL_ERROR`). The data past the
+/// declared length never reaches the origin, so the request hidden in it never becomes one;
+/// the origin parses at most what a header declared complete (`content-length: 0`), and any
+/// upstream connection left inside a request is closed. The h2 connection stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_content_length_that_disagrees_with_the_data_is_a_stream_error() {
+    use crate::harness::h2_frames::{code, frames};
+    use crate::harness::H2Client;
+    let origin = RawOrigin::start().await;
+    let gw = GatewayProcess::start(&format!(
+        r#"{server}listeners:
+  - address: {{listen}}
+    h2c: true
+upstreams:
+  origin:
+    servers: [{{ address: {origin} }}]
+routes:
+  - {{ name: all, match: {{ path_prefix: / }}, upstream: origin }}
+"#,
+        server = server_section(),
+        origin = origin.addr,
+    ));
+    let long = format!("hello{SMUGGLED}");
+    let cases: [(&str, &str, Vec<&[u8]>); 5] = [
+        ("/api/h2cl-zero", "0", vec![SMUGGLED.as_bytes()]),
+        ("/api/h2cl-longer", "5", vec![long.as_bytes()]),
+        ("/api/h2cl-shorter", "10", vec![b"hello"]),
+        ("/api/h2cl-shorter-split", "10", vec![b"hello", b""]),
+        (
+            "/api/h2cl-longer-split",
+            "5",
+            vec![b"hel", &long.as_bytes()[3..]],
+        ),
+    ];
+    let mut c = H2Client::connect_h2c(gw.addr).await.expect("h2c connect");
+    c.wait_settings(READ_LIMIT).await.expect("SETTINGS");
+    for (path, length, data) in &cases {
+        let id = c.next_stream_id();
+        let block = c.request_block("POST", path, &[("content-length", length)]);
+        c.send(&frames::headers(id, &block, false, true))
+            .await
+            .expect("HEADERS");
+        let last = data.len() - 1;
+        for (i, d) in data.iter().enumerate() {
+            // The stream may already be reset; the connection is what must survive.
+            let _ = c.send(&frames::data(id, d, i == last)).await;
+        }
+        let out = c.read_stream(id, READ_LIMIT).await;
+        assert_eq!(
+            (out.status, out.reset),
+            (None, Some(code::PROTOCOL_ERROR)),
+            "{path} (content-length {length}): {out:?}; origin: {}",
+            origin.describe()
+        );
+        assert!(out.goaway.is_none() && !out.closed, "{path}: {out:?}");
+    }
+    assert!(
+        origin.wait_all_closed(Duration::from_secs(3)).await,
+        "an upstream connection holding a broken request stayed open: {}",
+        origin.describe()
+    );
+    // Bodies are streamed, so the request header may have gone upstream before the DATA
+    // that broke it: a declared length above 0 then leaves the origin an incomplete request
+    // (its connection closed, below), and `content-length: 0` the complete, empty-bodied
+    // request its header declared. Never the data past the declared length.
+    for r in origin.requests() {
+        assert_eq!(
+            (r.target.as_str(), r.body.as_slice()),
+            ("/api/h2cl-zero", &b""[..]),
+            "the origin parsed a request the client never completed: {}",
+            origin.describe()
+        );
+        assert_eq!(r.header_all("content-length"), vec!["0"]);
+    }
+    let before_right = origin.count();
+    for m in origin.malformed() {
+        assert_eq!(
+            m.reason,
+            "connection closed inside a request",
+            "{}",
+            origin.describe()
+        );
+    }
+    assert!(
+        !origin.raw_contains(b"/smuggled"),
+        "the hidden request's bytes reached the origin: {:?}",
+        String::from_utf8_lossy(&origin.all_raw())
+    );
+    // The same h2 connection still proxies a request whose length is right.
+    let id = c.next_stream_id();
+    let block = c.request_block("POST", "/api/h2cl-right", &[("content-length", "5")]);
+    c.send(&frames::headers(id, &block, false, true))
+        .await
+        .expect("HEADERS");
+    c.send(&frames::data(id, b"hello", true))
+        .await
+        .expect("DATA");
+    let out = c.read_stream(id, READ_LIMIT).await;
+    assert_eq!(
+        out.status,
+        Some(200),
+        "{out:?}; origin: {}",
+        origin.describe()
+    );
+    let seen = origin.requests();
+    assert_eq!(seen.len(), before_right + 1, "{}", origin.describe());
+    let right = &seen[before_right];
+    assert_eq!(
+        (right.target.as_str(), right.body.as_slice()),
+        ("/api/h2cl-right", &b"hello"[..])
+    );
+    assert_eq!(right.header_all("content-length"), vec!["5"]);
+}

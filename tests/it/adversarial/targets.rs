@@ -503,3 +503,119 @@ async fn h2_connection_specific_headers_are_refused() {
         site.origin.describe()
     );
 }
+
+/// `CONNECT` gets Pingora's `405` with an empty body, over HTTP/1 (authority-form or not,
+/// HTTP/1.1 or 1.0, with a body) and HTTP/2; over HTTP/1 the connection is closed, so a
+/// request pipelined behind it is never read; nothing reaches the origin and no tunnel opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_gets_405_and_never_a_tunnel() {
+    let site = site().await;
+    for raw in [
+        "CONNECT app.example.com:443 HTTP/1.1\r\nHost: app.example.com:443\r\n\r\n",
+        "CONNECT admin.example.com:443 HTTP/1.1\r\nHost: admin.example.com:443\r\n\r\n",
+        "CONNECT /x HTTP/1.1\r\nHost: app.example.com\r\n\r\n",
+        "CONNECT app.example.com:443 HTTP/1.0\r\n\r\n",
+        // A body, then a pipelined request: after the close neither is read.
+        "CONNECT app.example.com:80 HTTP/1.1\r\nHost: app.example.com:80\r\n\
+         Content-Length: 5\r\n\r\nhello\
+         GET /after-connect HTTP/1.1\r\nHost: app.example.com\r\n\r\n",
+    ] {
+        let mut conn = RawConn::connect(site.gw.addr).await;
+        let _ = conn.send(raw.as_bytes()).await;
+        let resp = conn.read_response(READ_LIMIT).await;
+        let out = match resp {
+            Ok(r) => r,
+            Err(e) => panic!(
+                "{raw:?}: no response ({e}); origin: {}",
+                site.origin.describe()
+            ),
+        };
+        assert_eq!(
+            (
+                out.status,
+                out.body.as_slice(),
+                out.header("content-length")
+            ),
+            (405, &b""[..], Some("0")),
+            "{raw:?}: {:?} {:?}",
+            out.status_line,
+            out.headers
+        );
+        let (rest, closed) = conn.read_until_closed(CLOSE_LIMIT).await;
+        assert!(closed, "{raw:?}: the connection stayed open after the 405");
+        assert!(
+            rest.is_empty(),
+            "{raw:?}: more bytes after the 405: {:?}",
+            String::from_utf8_lossy(&rest)
+        );
+        assert_eq!(
+            site.origin.connections(),
+            0,
+            "{raw:?}: the gateway connected to the origin: {}",
+            site.origin.describe()
+        );
+    }
+    let out = site
+        .h2_request(hpack::block(&[
+            (":method", "CONNECT"),
+            (":authority", "app.example.com:443"),
+        ]))
+        .await;
+    assert_eq!(
+        (out.status, out.body.as_slice()),
+        (Some(405), &b""[..]),
+        "h2 CONNECT: {out:?}"
+    );
+    assert_eq!(site.origin.connections(), 0, "{}", site.origin.describe());
+    site.assert_serving("/after-connect-check").await;
+}
+
+/// An HTTP/2 request with neither `:authority` nor `host` gets `400` and is never proxied;
+/// with `host` alone, `host` is the request's host (routed and normalized like one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_request_without_authority_or_host_gets_400() {
+    let site = site().await;
+    for path in ["/no-authority", "/"] {
+        let out = site
+            .h2_request(hpack::block(&[
+                (":method", "GET"),
+                (":scheme", "http"),
+                (":path", path),
+            ]))
+            .await;
+        assert_eq!(
+            out.status,
+            Some(400),
+            ":path {path} without a host: {out:?}"
+        );
+        assert!(out.ended, ":path {path}: the stream did not end: {out:?}");
+    }
+    assert_eq!(site.origin.count(), 0, "{}", site.origin.describe());
+    let out = site
+        .h2_request(hpack::block(&[
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":path", "/host-only"),
+            ("host", "ADMIN.example.com."),
+        ]))
+        .await;
+    assert_eq!(
+        (out.status, out.body.as_slice()),
+        (Some(403), &b"denied"[..]),
+        "host alone, the denied host: {out:?}"
+    );
+    assert_eq!(site.origin.count(), 0, "{}", site.origin.describe());
+    let out = site
+        .h2_request(hpack::block(&[
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":path", "/host-only"),
+            ("host", "App.Example.com"),
+        ]))
+        .await;
+    assert_eq!(out.status, Some(200), "host alone: {out:?}");
+    let seen = site.origin.requests();
+    assert_eq!(seen.len(), 1, "{}", site.origin.describe());
+    assert_eq!(seen[0].target, "/host-only");
+    assert_eq!(seen[0].header_all("host"), vec!["app.example.com"]);
+}

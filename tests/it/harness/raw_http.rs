@@ -50,6 +50,28 @@ impl RawConn {
         }
     }
 
+    /// Connects to `addr` from the local address `from` (port chosen by the kernel), e.g.
+    /// `127.0.0.2` to be a peer other than `127.0.0.1` on loopback (Linux routes all of
+    /// `127.0.0.0/8` to `lo`).
+    pub async fn connect_from(from: std::net::IpAddr, addr: SocketAddr) -> RawConn {
+        let socket = match from {
+            std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        }
+        .expect("client socket");
+        socket
+            .bind(SocketAddr::new(from, 0))
+            .unwrap_or_else(|e| panic!("bind the client to {from}: {e}"));
+        let stream = socket
+            .connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("connect to gateway from {from}: {e}"));
+        RawConn {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     /// Writes bytes; a write error (peer already closed) is returned, not panicked on.
     pub async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.stream.write_all(bytes).await?;
