@@ -100,6 +100,29 @@ impl GatewayProcess {
         gw
     }
 
+    /// Like [`GatewayProcess::start`], with `env` added to the gateway process's environment
+    /// (a secret for a `secret_env` or `key_env` key, say); the test process's own
+    /// environment is left alone.
+    pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> GatewayProcess {
+        let dir = TestDir::new();
+        let addr = free_addr();
+        let admin = free_addr();
+        let text = render(yaml, addr, admin, &dir);
+        let config = dir.write("gateway.yaml", &text);
+        let mut gw = Self::spawn_env(
+            &binary(),
+            config,
+            Arc::new(dir),
+            addr,
+            admin,
+            &[],
+            "gateway.log",
+            env,
+        );
+        gw.wait_ready(Duration::from_secs(20));
+        gw
+    }
+
     /// Starts a new process on the same config with `-u` (Pingora's graceful upgrade) and
     /// returns at once: the new process loads the config, then waits on `server.upgrade_sock`
     /// for this one's listening sockets, which this one sends on SIGQUIT. Wait with
@@ -142,6 +165,21 @@ impl GatewayProcess {
         extra: &[&str],
         log_name: &str,
     ) -> GatewayProcess {
+        Self::spawn_env(bin, config, dir, addr, admin, extra, log_name, &[])
+    }
+
+    /// [`GatewayProcess::spawn`] with `env` added to the process's environment.
+    #[allow(clippy::too_many_arguments)]
+    fn spawn_env(
+        bin: &str,
+        config: PathBuf,
+        dir: Arc<TestDir>,
+        addr: SocketAddr,
+        admin: SocketAddr,
+        extra: &[&str],
+        log_name: &str,
+        env: &[(&str, &str)],
+    ) -> GatewayProcess {
         let log = dir.path(log_name);
         let log_file = std::fs::File::create(&log).expect("create log file");
         let child = Command::new(bin)
@@ -152,6 +190,7 @@ impl GatewayProcess {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()

@@ -187,3 +187,114 @@ fn combination_and_global_errors_are_located() {
         "expected client_ip, consumer, header:NAME or route",
     );
 }
+
+/// Like `assert_error`, and the column too: the error is exactly
+/// `FILE:LINE:COL: KEY: ...MSG...`.
+#[track_caller]
+fn assert_error_at(yaml: &str, line: usize, col: usize, key: &str, msg: &str) {
+    let (ok, out, path, _dir) = crate::harness::check_config(yaml);
+    assert!(
+        !ok,
+        "`-t` accepted an invalid config:\n{yaml}\noutput: {out}"
+    );
+    let full = out
+        .lines()
+        .find(|l| l.contains("configuration error"))
+        .unwrap_or_else(|| panic!("no `configuration error` line in: {out}"));
+    let want = format!("{}:{line}:{col}: {key}: ", path.display());
+    let rest = full
+        .split_once(&want)
+        .map(|(_, r)| r)
+        .unwrap_or_else(|| panic!("expected `{want}...`: {full}"));
+    assert!(rest.contains(msg), "expected message `{msg}`: {full}");
+}
+
+#[test]
+fn forward_auth_and_ip_restriction_errors_name_line_column_and_key() {
+    // The column is the offending key's (for a check of the plugin's own), or the value's
+    // (for a value serde cannot read at all).
+    let cases: &[(&str, usize, usize, String, &str)] = &[
+        (
+            "      - forward_auth: { url: \"http://127.0.0.1:4181/v\", timeout_ms: 0 }\n",
+            10,
+            57,
+            format!("{P}.forward_auth.timeout_ms"),
+            "must be > 0",
+        ),
+        (
+            "      - forward_auth:\n          url: http://127.0.0.1:4181/v\n          timeout_ms: 0\n",
+            12,
+            11,
+            format!("{P}.forward_auth.timeout_ms"),
+            "must be > 0",
+        ),
+        (
+            "      - forward_auth: { url: \"ftp://127.0.0.1/v\" }\n",
+            10,
+            25,
+            format!("{P}.forward_auth.url"),
+            "\"ftp://127.0.0.1/v\": expected http:// or https://",
+        ),
+        (
+            "      - forward_auth:\n          url: \"not a url\"\n",
+            11,
+            11,
+            format!("{P}.forward_auth.url"),
+            "invalid URL \"not a url\"",
+        ),
+        (
+            "      - forward_auth: { url: \"http://\" }\n",
+            10,
+            25,
+            format!("{P}.forward_auth.url"),
+            "invalid URL \"http://\"",
+        ),
+        (
+            "      - forward_auth: { timeout_ms: 100 }\n",
+            10,
+            23,
+            format!("{P}.forward_auth"),
+            "missing field `url`",
+        ),
+        (
+            "      - ip_restriction: { deny: [10.0.0.0/8], status: 302 }\n",
+            10,
+            47,
+            format!("{P}.ip_restriction.status"),
+            "302 is not a 4xx or 5xx status",
+        ),
+        (
+            "      - ip_restriction: { deny: [10.0.0.0/8], status: 600 }\n",
+            10,
+            47,
+            format!("{P}.ip_restriction.status"),
+            "600 is not a 4xx or 5xx status",
+        ),
+        (
+            "      - ip_restriction:\n          allow: [127.0.0.1]\n          status: 399\n",
+            12,
+            11,
+            format!("{P}.ip_restriction.status"),
+            "399 is not a 4xx or 5xx status",
+        ),
+        (
+            "      - ip_restriction: { deny: [10.0.0.0/8], status: 70000 }\n",
+            10,
+            55,
+            format!("{P}.ip_restriction.status"),
+            "invalid value: integer `70000`, expected u16",
+        ),
+    ];
+    for (items, line, col, key, msg) in cases {
+        assert_error_at(&route_with(items, ""), *line, *col, key, msg);
+    }
+    // Both ends of the range pass.
+    for status in [400, 599] {
+        let yaml = route_with(
+            &format!("      - ip_restriction: {{ deny: [10.0.0.0/8], status: {status} }}\n"),
+            "",
+        );
+        let (ok, out, _, _dir) = crate::harness::check_config(&yaml);
+        assert!(ok, "status {status} refused: {out}");
+    }
+}

@@ -12,7 +12,7 @@ const HS_SECRET: &[u8] = b"an hs256 test secret of 32 bytes+";
 const RS_PRIVATE: &str = include_str!("../../fixtures/jwt/rs256-private.pem");
 const RS_PUBLIC: &str = include_str!("../../fixtures/jwt/rs256-public.pem");
 
-fn now() -> u64 {
+pub(super) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock")
@@ -29,7 +29,7 @@ fn claims(sub: &str) -> serde_json::Value {
             "scope": "read write" })
 }
 
-fn sign(
+pub(super) fn sign(
     alg: Algorithm,
     kid: Option<&str>,
     claims: &serde_json::Value,
