@@ -453,3 +453,91 @@ routes:
     );
     assert_eq!(backend_errors(&gw).await, 0.0);
 }
+
+/// The reply of `PTTL key` as a number (`-2`: no such key, `-1`: no expiry).
+fn pttl(redis: &RedisServer, key: &str) -> i64 {
+    redis
+        .cmd(&["PTTL", key])
+        .and_then(|r| r.strip_prefix(':')?.parse().ok())
+        .unwrap_or_else(|| panic!("PTTL {key} unanswered"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_key_expires_on_its_own_once_its_bucket_is_full_again() {
+    let redis = RedisServer::start();
+    let up = TestUpstream::start("a").await;
+    // 1 req/s and a burst of 2: a full spend reaches 3 s ahead.
+    const INTERVAL_MS: i64 = 1000;
+    const BURST: i64 = 2;
+    let gw = gateway(
+        &up,
+        &redis.url(),
+        500,
+        &route(
+            "api",
+            "/",
+            "requests_per_second: 1, burst: 2, key: \"header:x-key\"",
+        ),
+    );
+    let c = client();
+    let started = Instant::now();
+    assert_eq!(get(&c, &gw.url("/x"), "ttl").await.0, 200);
+    assert_eq!(
+        redis.cmd(&["DBSIZE"]).as_deref(),
+        Some(":1"),
+        "one bucket key"
+    );
+    let key = redis.cmd(&["RANDOMKEY"]).expect("RANDOMKEY");
+    assert!(
+        key.starts_with("avx:rl:api:") && key.ends_with("ttl"),
+        "the route's key: {key:?}"
+    );
+    // One admission puts the bucket one interval ahead: the key expires within it.
+    let ttl = pttl(&redis, &key);
+    let elapsed = started.elapsed().as_millis() as i64;
+    assert!(
+        ttl > 0 && ttl <= INTERVAL_MS && ttl >= INTERVAL_MS - elapsed - 1,
+        "PTTL {ttl} ms after one admission ({elapsed} ms since it was sent)"
+    );
+
+    // The whole burst: at most (burst + 1) intervals ahead.
+    for i in 0..BURST {
+        assert_eq!(get(&c, &gw.url("/x"), "ttl").await.0, 200, "burst {i}");
+    }
+    let spent_ttl = pttl(&redis, &key);
+    let elapsed = started.elapsed().as_millis() as i64;
+    let window = (BURST + 1) * INTERVAL_MS;
+    assert!(
+        spent_ttl > 0 && spent_ttl <= window && spent_ttl >= window - elapsed - 1,
+        "PTTL {spent_ttl} ms after the burst ({elapsed} ms since the first request)"
+    );
+    // A refusal does not move the bucket, so it does not push the expiry back.
+    assert_eq!(get(&c, &gw.url("/x"), "ttl").await.0, 429);
+    let refused_ttl = pttl(&redis, &key);
+    assert!(
+        refused_ttl > 0 && refused_ttl <= spent_ttl,
+        "PTTL {spent_ttl} -> {refused_ttl} ms after a refusal"
+    );
+
+    // Nobody deletes it: Redis lets it expire, and then the bucket is full again.
+    let gone = wait_until(Duration::from_secs(10), || async {
+        redis.cmd(&["EXISTS", &key]).as_deref() == Some(":0")
+    })
+    .await;
+    assert!(gone, "the key is still there: PTTL {}", pttl(&redis, &key));
+    assert!(
+        // 100 ms for Redis's wall clock against this monotonic one.
+        started.elapsed() >= Duration::from_millis((window - 100) as u64),
+        "expired after {:?}, before its bucket was full again",
+        started.elapsed()
+    );
+    assert_eq!(redis.cmd(&["DBSIZE"]).as_deref(), Some(":0"));
+    for i in 0..=BURST {
+        assert_eq!(
+            get(&c, &gw.url("/x"), "ttl").await.0,
+            200,
+            "request {i} on the refilled bucket"
+        );
+    }
+    assert_eq!(get(&c, &gw.url("/x"), "ttl").await.0, 429);
+}

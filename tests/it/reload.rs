@@ -655,3 +655,580 @@ async fn a_renewed_certificate_at_the_same_path_is_refused_not_silently_ignored(
     std::fs::write(&key, first.key_pair.serialize_pem()).expect("restore key");
     assert_eq!(gw.reload().await.0, 200, "the files it serves again");
 }
+
+const TOKEN: &str = "reload-test-token";
+
+/// `yaml` with an `admin:` listener on `{admin}` guarded by `token`.
+fn with_admin_token(yaml: &str, token: &str) -> String {
+    format!("{yaml}admin:\n  address: \"{{admin}}\"\n  token: {token}\n")
+}
+
+/// `method path` on the admin listener with `Authorization: auth` when given: status, body.
+async fn admin_request(
+    gw: &GatewayProcess,
+    method: reqwest::Method,
+    path: &str,
+    auth: Option<&str>,
+) -> (u16, String) {
+    let mut req = client().request(method.clone(), gw.admin_url(path));
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    let resp = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method} admin {path}: {e}"));
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap_or_default())
+}
+
+/// `/status` read with the bearer `token`.
+async fn status_with_token(gw: &GatewayProcess, token: &str) -> serde_json::Value {
+    let (status, body) = admin_request(
+        gw,
+        reqwest::Method::GET,
+        "/status",
+        Some(&format!("Bearer {token}")),
+    )
+    .await;
+    assert_eq!(status, 200, "/status with the token: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("/status is JSON ({e}): {body}"))
+}
+
+/// The `/metrics` sample `series`, read with the bearer `token`.
+async fn metric_with_token(gw: &GatewayProcess, token: &str, series: &str) -> Option<f64> {
+    let (status, text) = admin_request(
+        gw,
+        reqwest::Method::GET,
+        "/metrics",
+        Some(&format!("Bearer {token}")),
+    )
+    .await;
+    assert_eq!(status, 200, "/metrics with the token");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_reload_needs_the_admin_token_and_without_it_reloads_nothing() {
+    let origin = TestUpstream::start("origin").await;
+    let gw = GatewayProcess::start(&with_admin_token(&config(origin.addr, ""), TOKEN));
+    // What the admin listener answers any request without the token.
+    let refused = admin_request(&gw, reqwest::Method::GET, "/status", None).await;
+    assert_eq!(refused.0, 401, "/status without the token: {}", refused.1);
+
+    gw.rewrite_config(&with_admin_token(
+        &config(origin.addr, &fixed_route("new", "/new", "added")),
+        TOKEN,
+    ));
+    let wrong = [
+        None,
+        Some("Bearer wrong-token".to_string()),
+        Some(format!("Bearer {TOKEN}x")),
+        Some(format!("Bearer {}", &TOKEN[..TOKEN.len() - 1])),
+        Some(TOKEN.to_string()),
+        Some(format!("Basic {TOKEN}")),
+    ];
+    for auth in &wrong {
+        let answer = admin_request(&gw, reqwest::Method::POST, "/reload", auth.as_deref()).await;
+        assert_eq!(answer, refused, "POST /reload with {auth:?}");
+    }
+    assert_eq!(get(&gw, "/new").await.0, 404, "nothing was reloaded");
+    let doc = status_with_token(&gw, TOKEN).await;
+    assert_eq!(doc["config"]["generation"], 1, "{doc}");
+    assert!(doc["config"]["last_error"].is_null(), "{doc}");
+    for result in ["ok", "error", "refused"] {
+        let series = format!("avx_config_reloads_total{{result=\"{result}\"}}");
+        assert_eq!(
+            metric_with_token(&gw, TOKEN, &series).await.unwrap_or(0.0),
+            0.0,
+            "an unauthorized POST /reload is no reload attempt: {series}"
+        );
+    }
+
+    let (status, body) = admin_request(
+        &gw,
+        reqwest::Method::POST,
+        "/reload",
+        Some(&format!("Bearer {TOKEN}")),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"generation\":2"), "{body}");
+    assert_eq!(get(&gw, "/new").await, (200, "added".to_string()));
+    assert_eq!(
+        status_with_token(&gw, TOKEN).await["config"]["generation"],
+        2
+    );
+}
+
+/// `avx-gateway reload -c config` with `AVX_GATEWAY_ADMIN_TOKEN` set to `env_token`, or unset.
+async fn reload_command_with_env(config: &str, env_token: Option<&str>) -> std::process::Output {
+    let config = config.to_string();
+    let env_token = env_token.map(str::to_string);
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = std::process::Command::new(binary());
+        cmd.args(["reload", "-c", &config]);
+        match env_token {
+            Some(t) => cmd.env("AVX_GATEWAY_ADMIN_TOKEN", t),
+            None => cmd.env_remove("AVX_GATEWAY_ADMIN_TOKEN"),
+        };
+        cmd.output().expect("run avx-gateway reload")
+    })
+    .await
+    .expect("reload command task")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reload_subcommand_sends_the_admin_token_and_fails_visibly_on_a_wrong_one() {
+    let origin = TestUpstream::start("origin").await;
+    let gw = GatewayProcess::start(&with_admin_token(&config(origin.addr, ""), TOKEN));
+    let file = gw.config.display().to_string();
+    let text = |o: &std::process::Output| {
+        format!(
+            "stdout {:?}, stderr {:?}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+
+    // A wrong token in the environment wins over the file's, and is refused.
+    gw.rewrite_config(&with_admin_token(
+        &config(origin.addr, &fixed_route("one", "/one", "1")),
+        TOKEN,
+    ));
+    let out = reload_command_with_env(&file, Some("wrong-token")).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("401") && stderr.contains("unauthorized"),
+        "says why: {stderr}"
+    );
+    assert_eq!(get(&gw, "/one").await.0, 404, "nothing was reloaded");
+    assert_eq!(
+        status_with_token(&gw, TOKEN).await["config"]["generation"],
+        1
+    );
+
+    // The right token from the environment.
+    let out = reload_command_with_env(&file, Some(TOKEN)).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("\"generation\":2"),
+        "prints the new generation: {}",
+        text(&out)
+    );
+    assert_eq!(get(&gw, "/one").await, (200, "1".to_string()));
+
+    // Without the variable, the file's token is sent.
+    gw.rewrite_config(&with_admin_token(
+        &config(origin.addr, &fixed_route("two", "/two", "2")),
+        TOKEN,
+    ));
+    let out = reload_command_with_env(&file, None).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(get(&gw, "/two").await, (200, "2".to_string()));
+
+    // Rotation: the file's new token is not the live one yet, so the file alone is refused;
+    // the old one in the variable reloads, and then only the new token opens the listener.
+    let rotated = "rotated-test-token";
+    gw.rewrite_config(&with_admin_token(
+        &config(origin.addr, &fixed_route("three", "/three", "3")),
+        rotated,
+    ));
+    let out = reload_command_with_env(&file, None).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(get(&gw, "/three").await.0, 404, "nothing was reloaded");
+    let out = reload_command_with_env(&file, Some(TOKEN)).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(get(&gw, "/three").await, (200, "3".to_string()));
+    let old = admin_request(
+        &gw,
+        reqwest::Method::GET,
+        "/status",
+        Some(&format!("Bearer {TOKEN}")),
+    )
+    .await;
+    assert_eq!(
+        old.0, 401,
+        "the old token no longer opens the admin listener"
+    );
+    assert_eq!(
+        status_with_token(&gw, rotated).await["config"]["generation"],
+        4
+    );
+}
+
+/// An upstream `backend` over `origin` (with `weight`) guarded by a circuit breaker that opens
+/// after three failures and stays open 30 s, the api route to it, and `extra` routes.
+fn breaker_config(origin: SocketAddr, weight: u32, extra: &str) -> String {
+    format!(
+        r#"listeners:
+  - address: {{listen}}
+upstreams:
+  backend:
+    servers: [{{ address: {origin}, weight: {weight} }}]
+    passive_health: {{ enabled: false }}
+    circuit_breaker: {{ failure_threshold: 3, failure_rate: 0, open_seconds: 30 }}
+routes:
+  - name: api
+    match: {{ path_prefix: /api/ }}
+    upstream: backend
+{extra}"#
+    )
+}
+
+/// The `(state, transitions)` of the `backend` upstream's breaker on `/status`.
+async fn backend_breaker(gw: &GatewayProcess) -> (String, u64) {
+    let doc = gw.status().await;
+    let cb = &doc["upstreams"]["backend"]["circuit_breaker"];
+    (
+        cb["state"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no breaker state: {doc}"))
+            .to_string(),
+        cb["transitions"].as_u64().unwrap_or(u64::MAX),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_circuit_stays_open_across_a_reload_until_its_upstream_changes() {
+    let origin = TestUpstream::start("origin").await;
+    let gw = GatewayProcess::start(&breaker_config(origin.addr, 1, ""));
+    let http = client();
+    origin.set_fail_status(Some(503));
+    for i in 0..3 {
+        let r = http.get(gw.url("/api/x")).send().await.expect("request");
+        assert_eq!(r.status(), 503, "failure {i}");
+        assert!(
+            r.headers().contains_key("x-upstream"),
+            "failure {i} is the origin's"
+        );
+    }
+    assert_eq!(backend_breaker(&gw).await, ("open".to_string(), 1));
+    assert_eq!(origin.hits(), 3);
+    // The origin recovers: a closed breaker would now let requests through to a 200.
+    origin.set_fail_status(None);
+
+    // An unrelated change keeps the upstream, and with it the open circuit.
+    gw.rewrite_config(&breaker_config(
+        origin.addr,
+        1,
+        &fixed_route("other", "/other", "o"),
+    ));
+    let (status, body) = gw.reload().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(get(&gw, "/other").await.0, 200, "the reload is live");
+    assert_eq!(
+        backend_breaker(&gw).await,
+        ("open".to_string(), 1),
+        "the breaker survived the reload"
+    );
+    let r = http.get(gw.url("/api/x")).send().await.expect("request");
+    assert_eq!(r.status(), 503, "still failing fast after the reload");
+    assert!(
+        !r.headers().contains_key("x-upstream"),
+        "answered by the gateway"
+    );
+    let retry_after = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .expect("an integer Retry-After");
+    assert!((1..=30).contains(&retry_after), "Retry-After {retry_after}");
+    let body = r.text().await.unwrap_or_default();
+    assert!(body.contains("circuit open"), "{body:?}");
+    assert_eq!(origin.hits(), 3, "the open circuit sent nothing upstream");
+
+    // A change of the upstream's servers (the same address, another weight) starts it afresh.
+    gw.rewrite_config(&breaker_config(origin.addr, 2, ""));
+    let (status, body) = gw.reload().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(backend_breaker(&gw).await, ("closed".to_string(), 0));
+    let r = http.get(gw.url("/api/x")).send().await.expect("request");
+    assert_eq!(r.status(), 200, "a fresh breaker lets the request through");
+    assert!(r.headers().contains_key("x-upstream"));
+    assert_eq!(origin.hits(), 4);
+}
+
+/// `yaml` with a one-worker `server:` section (one upstream pool, so every request may reuse
+/// every idle connection), and the harness's private paths and short grace periods.
+fn one_worker(yaml: &str) -> String {
+    format!(
+        "server:\n  workers: 1\n  pid_file: {{dir}}/gw.pid\n  upgrade_sock: {{dir}}/upgrade.sock\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\n{yaml}"
+    )
+}
+
+/// One request on `conn`: asserts a 200 from the origin and returns its `X-Origin-Conn`.
+async fn origin_conn_of(conn: &mut RawConn, path: &str) -> String {
+    let ask = format!("GET {path} HTTP/1.1\r\nHost: a.example\r\n\r\n");
+    conn.send(ask.as_bytes()).await.expect("send");
+    let r = conn
+        .read_response(SOON)
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    assert_eq!(r.status, 200, "GET {path}: {r:?}");
+    r.header("x-origin-conn")
+        .unwrap_or_else(|| panic!("GET {path} not answered by the origin: {r:?}"))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_upstream_connections_are_reused_across_reloads() {
+    let origin = crate::harness::RawOrigin::start().await;
+    // `upstream_keys`: lines added to the upstream's section.
+    let yaml = |upstream_keys: &str, extra: &str| {
+        one_worker(&format!(
+            "listeners:\n  - address: {{listen}}\nupstreams:\n  backend:\n    servers: [{{ address: {} }}]\n{upstream_keys}routes:\n  - {{ name: api, match: {{ path_prefix: /api/ }}, upstream: backend }}\n{extra}",
+            origin.addr
+        ))
+    };
+    let gw = GatewayProcess::start(&yaml("", ""));
+    // One client connection: its requests are handled one after the other, so each finds the
+    // connection the previous one gave back to the pool.
+    let mut conn = RawConn::connect(gw.addr).await;
+    let first = origin_conn_of(&mut conn, "/api/0").await;
+    for i in 1..5 {
+        let path = format!("/api/{i}");
+        assert_eq!(origin_conn_of(&mut conn, &path).await, first, "{path}");
+    }
+    assert_eq!(origin.connections(), 1, "{}", origin.describe());
+
+    // An unrelated change: the next requests, on this connection and on a new one, still
+    // go over the pooled upstream connection.
+    gw.rewrite_config(&yaml("", &fixed_route("other", "/other", "o")));
+    let (status, body) = gw.reload().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(get(&gw, "/other").await.0, 200, "the reload is live");
+    assert_eq!(origin_conn_of(&mut conn, "/api/after").await, first);
+    let mut fresh = RawConn::connect(gw.addr).await;
+    assert_eq!(origin_conn_of(&mut fresh, "/api/fresh").await, first);
+
+    // A changed upstream section with the same backend: a new upstream object, and still the
+    // same pooled connection (the pool is keyed by backend).
+    gw.rewrite_config(&yaml(
+        "    timeouts: { read_ms: 20000 }\n",
+        &fixed_route("other", "/other", "o"),
+    ));
+    let (status, body) = gw.reload().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(origin_conn_of(&mut fresh, "/api/changed").await, first);
+    assert_eq!(origin_conn_of(&mut conn, "/api/changed2").await, first);
+    assert_eq!(
+        origin.connections(),
+        1,
+        "no upstream connection was opened across the reloads: {}",
+        origin.describe()
+    );
+    assert_eq!(origin.open_connections(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_of_a_route_that_stops_caching_are_not_served_until_it_caches_again() {
+    let origin = ScriptedOrigin::start().await;
+    origin.set(
+        "/c/page",
+        Reply::ok("cached body").header("cache-control", "max-age=300"),
+    );
+    let caching = cache_config(origin.addr, "{}", "");
+    let not_caching = caching.replace("cache: { enabled: true }", "cache: { enabled: false }");
+    assert_ne!(caching, not_caching);
+    let gw = GatewayProcess::start(&caching);
+    let http = client();
+    let fetch = |path: &'static str| {
+        let http = http.clone();
+        let url = gw.url(path);
+        async move {
+            let r = http.get(url).send().await.expect("request");
+            let status = r.status().as_u16();
+            let cache = r
+                .headers()
+                .get("x-cache-status")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            (status, cache, r.text().await.unwrap_or_default())
+        }
+    };
+    assert_eq!(fetch("/c/page").await.1.as_deref(), Some("MISS"));
+    assert_eq!(
+        fetch("/c/page").await,
+        (200, Some("HIT".to_string()), "cached body".to_string())
+    );
+    assert_eq!(origin.hits("/c/page"), 1);
+    // From now on the origin answers something else, so an answer says where it came from.
+    origin.set(
+        "/c/page",
+        Reply::ok("origin body").header("cache-control", "max-age=300"),
+    );
+
+    gw.rewrite_config(&not_caching);
+    let (status, body) = gw.reload().await;
+    assert_eq!(status, 200, "{body}");
+    for i in 0..2 {
+        let (status, cache, body) = fetch("/c/page").await;
+        assert_eq!((status, body.as_str()), (200, "origin body"), "request {i}");
+        assert_ne!(cache.as_deref(), Some("HIT"), "request {i}");
+        assert_eq!(
+            origin.hits("/c/page"),
+            2 + i,
+            "request {i} went to the origin"
+        );
+    }
+    assert_eq!(
+        gw.status().await["cache"]["entries"],
+        1,
+        "the store keeps the entry, and nothing new was stored"
+    );
+
+    // Caching comes back: the kept entry, still fresh, is served again (docs/operations.md).
+    gw.rewrite_config(&caching);
+    let (status, body) = gw.reload().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        fetch("/c/page").await,
+        (200, Some("HIT".to_string()), "cached body".to_string())
+    );
+    assert_eq!(
+        origin.hits("/c/page"),
+        3,
+        "the hit did not reach the origin"
+    );
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_config_changes_on_a_successful_reload_only() {
+    let origin = TestUpstream::start("origin").await;
+    let gw = GatewayProcess::start(&config(origin.addr, ""));
+    let file_hash = || sha256_hex(&std::fs::read(&gw.config).expect("read config"));
+    let started = gw.status().await["config"].clone();
+    assert_eq!(started["generation"], 1, "{started}");
+    assert_eq!(started["sha256"], file_hash(), "{started}");
+    assert!(started["last_error"].is_null(), "{started}");
+    let loaded_unix = started["loaded_at_unix"].as_u64().expect("loaded_at_unix");
+    assert_eq!(
+        started["loaded_at"],
+        crate::harness::http_date(std::time::UNIX_EPOCH + Duration::from_secs(loaded_unix)),
+        "loaded_at is the HTTP date of loaded_at_unix: {started}"
+    );
+    let loaded_metric = metric(&gw, "avx_config_loaded_timestamp_seconds")
+        .await
+        .expect("avx_config_loaded_timestamp_seconds");
+    assert_eq!(metric(&gw, "avx_config_generation").await, Some(1.0));
+    // loaded_at has a resolution of one second: let the clock pass it first.
+    assert!(
+        wait_until(SOON, || async { unix_now() > loaded_unix }).await,
+        "the clock did not move past loaded_at"
+    );
+
+    // A bad file (400) and a change that needs the upgrade (409) leave it all as it was.
+    let unchanged = |doc: &serde_json::Value, what: &str| {
+        for key in ["generation", "sha256", "loaded_at", "loaded_at_unix"] {
+            assert_eq!(doc[key], started[key], "{key} after {what}: {doc}");
+        }
+    };
+    gw.rewrite_config(&config(
+        origin.addr,
+        "  - { name: broken, match: { path: /b }, upstream: nowhere }\n",
+    ));
+    assert_eq!(gw.reload().await.0, 400);
+    let doc = gw.status().await["config"].clone();
+    unchanged(&doc, "a bad file");
+    assert!(doc["last_error"].is_string(), "{doc}");
+    gw.rewrite_config(&config(origin.addr, "").replace("{listen}", "127.0.0.1:1"));
+    assert_eq!(gw.reload().await.0, 409);
+    unchanged(&gw.status().await["config"], "a refused change");
+    assert_eq!(
+        metric(&gw, "avx_config_loaded_timestamp_seconds").await,
+        Some(loaded_metric)
+    );
+    assert_eq!(metric(&gw, "avx_config_generation").await, Some(1.0));
+
+    // A good new file: a new generation, the new file's hash, a later loaded_at.
+    gw.rewrite_config(&config(origin.addr, &fixed_route("new", "/new", "n")));
+    let (status, body) = gw.reload().await;
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).expect("reload answer is JSON");
+    let doc = gw.status().await["config"].clone();
+    assert_eq!(doc["generation"], 2, "{doc}");
+    assert_eq!(doc["sha256"], file_hash(), "{doc}");
+    assert_ne!(doc["sha256"], started["sha256"], "{doc}");
+    assert_eq!(
+        (&answer["generation"], &answer["sha256"]),
+        (&doc["generation"], &doc["sha256"]),
+        "POST /reload answers what /status then shows"
+    );
+    let reloaded_unix = doc["loaded_at_unix"].as_u64().expect("loaded_at_unix");
+    assert!(
+        reloaded_unix > loaded_unix && reloaded_unix <= unix_now(),
+        "loaded_at_unix {loaded_unix} -> {reloaded_unix}"
+    );
+    assert_ne!(doc["loaded_at"], started["loaded_at"], "{doc}");
+    assert!(
+        doc["last_error"].is_null(),
+        "a good reload clears the error: {doc}"
+    );
+    assert!(
+        metric(&gw, "avx_config_loaded_timestamp_seconds")
+            .await
+            .is_some_and(|t| t > loaded_metric),
+        "the loaded timestamp metric moved"
+    );
+    assert_eq!(metric(&gw, "avx_config_generation").await, Some(2.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_config_reloads_once_after_a_burst_of_writes() {
+    let origin = TestUpstream::start("origin").await;
+    // A long debounce: the writes below come much faster than that.
+    let watched = |extra: &str| {
+        format!(
+            "server:\n  workers: 2\n  pid_file: {{dir}}/gw.pid\n  upgrade_sock: {{dir}}/upgrade.sock\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\n  watch_config: true\n  watch_debounce_ms: 1500\n{}",
+            config(origin.addr, extra)
+        )
+    };
+    let gw = GatewayProcess::start(&watched(""));
+    // Each version valid and different: a reload per write would be counted per write.
+    for v in 1..=4 {
+        gw.rewrite_config(&watched(&fixed_route("w", "/watched", &format!("v{v}"))));
+        // Also spaces the writes out by a request's round trip.
+        assert_eq!(
+            get(&gw, "/watched").await.0,
+            404,
+            "write {v}: no reload while the writes go on"
+        );
+    }
+    assert!(
+        wait_until(SOON, || async {
+            get(&gw, "/watched").await == (200, "v4".to_string())
+        })
+        .await,
+        "the last version went live: {}",
+        gw.log()
+    );
+    assert_eq!(
+        metric(&gw, "avx_config_reloads_total{result=\"ok\"}").await,
+        Some(1.0),
+        "one reload for the burst"
+    );
+    assert_eq!(generation(&gw).await, 2);
+}
