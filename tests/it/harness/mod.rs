@@ -35,10 +35,21 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// An unused loopback port (bound then released; the kernel will not hand it out again soon).
+/// An unused loopback port (bound then released), never one this process handed out before:
+/// the kernel may give a released port again at once, and two of them in one config (a
+/// listener and the admin address, say) make the gateway refuse it.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut seen = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..1000 {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let port = l.local_addr().expect("local addr").port();
+        if seen.insert(port) {
+            return port;
+        }
+    }
+    panic!("no loopback port this process has not handed out yet");
 }
 
 /// A free loopback address.
