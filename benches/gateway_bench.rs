@@ -93,7 +93,7 @@ fn load_balancer(c: &mut Criterion) {
             };
             let yaml = format!("servers: [{servers}]\nload_balancing: {alg}\n{extra}\n");
             let cfg = serde_yaml::from_str(&yaml).expect("upstream parses");
-            let up = Upstream::build("u", &cfg, None).expect("upstream builds");
+            let up = Upstream::build("u", &cfg, None, None).expect("upstream builds");
             g.bench_function(BenchmarkId::new(alg, n), |b| {
                 b.iter(|| up.select(black_box(b"/api/users/42"), &[]))
             });

@@ -142,7 +142,10 @@ impl Runtime {
             {
                 Some(kept) => kept,
                 None => {
-                    let mut up = Upstream::build(name, cfg, idle_timeout_override)?;
+                    let replaced = previous
+                        .and_then(|p| p.upstream_named(name))
+                        .map(|(up, cfg)| (&**up, cfg));
+                    let mut up = Upstream::build(name, cfg, idle_timeout_override, replaced)?;
                     up.per_worker_pools = !config.server.work_stealing;
                     Arc::new(up)
                 }
@@ -310,13 +313,19 @@ impl Runtime {
         config: &Config,
         idle_timeout_override: Option<Duration>,
     ) -> Option<Arc<Upstream>> {
-        let unchanged = self.config.upstreams.get(name) == Some(cfg)
+        let (up, old) = self.upstream_named(name)?;
+        let unchanged = old == cfg
             && self.config.server.work_stealing == config.server.work_stealing
             && self.idle_timeout_override == idle_timeout_override;
-        if !unchanged {
-            return None;
-        }
-        self.upstreams.iter().find(|u| &*u.name == name).cloned()
+        unchanged.then(|| up.clone())
+    }
+
+    /// This runtime's upstream `name` with its config, for a rebuilt upstream to take over
+    /// the state its changes leave meaningful.
+    fn upstream_named(&self, name: &str) -> Option<(&Arc<Upstream>, &UpstreamConfig)> {
+        let cfg = self.config.upstreams.get(name)?;
+        let up = self.upstreams.iter().find(|u| &*u.name == name)?;
+        Some((up, cfg))
     }
 
     /// The bucket table of the route `config.routes[i]` had here, when a reload leaves what

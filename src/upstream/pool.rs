@@ -19,7 +19,7 @@ use pingora_core::services::background::BackgroundService;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_load_balancing::discovery::{ServiceDiscovery, Static};
 use pingora_load_balancing::selection::{BackendIter, BackendSelection};
-use pingora_load_balancing::{Backend, Backends, LoadBalancer};
+use pingora_load_balancing::{Backend, Backends, HealthCheckService, HealthRegistry, LoadBalancer};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -74,6 +74,14 @@ impl BackendSlot {
         }
     }
 
+    /// Takes over `old`'s passive-health record (same server, replaced by a reload).
+    pub(crate) fn carry_passive(&self, old: &BackendSlot) {
+        self.failures
+            .store(old.failures.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.ejected_until
+            .store(old.ejected_until.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
     /// The pingora backend that carries this slot in its extensions.
     pub(crate) fn marked_backend(self: &Arc<Self>) -> Backend {
         let mut b = self.backend.clone();
@@ -111,8 +119,9 @@ pub struct Upstream {
     /// DNS discovery state, when a server address is a name.
     pub dns: Option<Arc<DnsState>>,
     slots: Slots,
-    /// The upstream's circuit breaker, when configured.
-    pub breaker: Option<CircuitBreaker>,
+    /// The upstream's circuit breaker, when configured; shared with the upstream a reload
+    /// replaced when the servers and the breaker's settings are unchanged.
+    pub breaker: Option<Arc<CircuitBreaker>>,
     /// Keep upstream connections per worker thread (set when `server.work_stealing` is off).
     ///
     /// Pingora's no-steal runtime gives each worker its own reactor, so a pooled connection
@@ -121,9 +130,20 @@ pub struct Upstream {
     pub per_worker_pools: bool,
     passive: Option<PassiveHealth>,
     selector: Selector,
-    /// The balancer's health-check loop, when one runs; the [`Supervisor`](super::Supervisor)
-    /// runs it for as long as a live runtime holds this upstream.
-    pub background: Option<Arc<dyn BackgroundService + Send + Sync>>,
+    /// Active health results, kept across reloads that leave the check itself unchanged.
+    health: Arc<KeptHealth>,
+    /// Background loops (active health checks, DNS refreshes); the
+    /// [`Supervisor`](super::Supervisor) runs each for as long as a live runtime holds it.
+    pub background: Vec<Arc<dyn BackgroundService + Send + Sync>>,
+}
+
+/// The active health state of an upstream's backends: one registry, probed by one loop,
+/// shared by every upstream object a reload builds while `health_check:` and `tls:` stay the
+/// same, so a backend that is down stays down (and one that is up stays up) through a reload.
+struct KeptHealth {
+    registry: Arc<HealthRegistry>,
+    /// The probe loop, when `health_check:` is set.
+    service: Option<Arc<HealthCheckService>>,
 }
 
 /// Outlier ejection settings, compiled from `passive_health`.
@@ -153,10 +173,15 @@ impl Drop for InflightGuard {
 
 impl Upstream {
     /// Builds the pool (its health-check loop, if any, in [`background`](Self::background)).
+    ///
+    /// `previous` is the upstream of the same name a reload replaces, with its config: the
+    /// state that its changes leave meaningful carries over (health results, the breaker,
+    /// passive ejections).
     pub fn build(
         name: &str,
         cfg: &UpstreamConfig,
         idle_timeout: Option<Duration>,
+        previous: Option<(&Upstream, &UpstreamConfig)>,
     ) -> Result<Upstream, ConfigError> {
         let path = KeyPath::root().key("upstreams").key(name);
         let host_err = |i: usize, e: String| {
@@ -197,21 +222,29 @@ impl Upstream {
             }
             (Slots::Fixed(Arc::new(list)), Static::new(set), None, None)
         };
-        let check = health::build(cfg)
-            .map_err(|e| ConfigError::at(&path.key("health_check"), e.to_string()))?;
         let interval = cfg
             .health_check
             .as_ref()
             .map(|hc| Duration::from_millis(hc.interval_ms));
-        let mut background: Option<Arc<dyn BackgroundService + Send + Sync>> = None;
+        let kept_health = previous
+            .filter(|(_, old)| old.health_check == cfg.health_check && old.tls == cfg.tls)
+            .map(|(up, _)| up.health.clone());
+        let health = match kept_health {
+            Some(kept) => kept,
+            None => Arc::new(KeptHealth::build(cfg, interval, &path)?),
+        };
+        let mut background: Vec<Arc<dyn BackgroundService + Send + Sync>> = Vec::new();
+        if let Some(service) = &health.service {
+            background.push(service.clone());
+        }
         macro_rules! balancer {
             ($alg:ty) => {{
                 let lb = Arc::new(
-                    balancer::<$alg>(discovery, check, interval, update)
+                    balancer::<$alg>(discovery, health.registry.clone(), update)
                         .map_err(|e| ConfigError::at(&path.key("servers"), e))?,
                 );
-                if interval.or(update).is_some() {
-                    background = Some(lb.clone());
+                if update.is_some() {
+                    background.push(lb.clone());
                 }
                 lb
             }};
@@ -245,9 +278,29 @@ impl Upstream {
             cooldown_us: cfg.passive_health.cooldown_ms * 1000,
             failure_statuses: cfg.passive_health.failure_statuses.clone(),
         });
+        // The breaker judges the servers as a whole, so other changes (timeouts, retries, pool
+        // sizes) leave its state meaningful.
+        let same_servers = previous.filter(|(_, old)| old.servers == cfg.servers);
+        let breaker = match same_servers.and_then(|(up, old)| {
+            (old.circuit_breaker == cfg.circuit_breaker).then(|| up.breaker.clone())?
+        }) {
+            Some(kept) => Some(kept),
+            None => cfg
+                .circuit_breaker
+                .as_ref()
+                .map(|c| Arc::new(CircuitBreaker::new(c))),
+        };
+        if let Some((old_up, _)) = same_servers {
+            if let (Slots::Fixed(new), Slots::Fixed(old)) = (&slots, &old_up.slots) {
+                for (n, o) in new.iter().zip(old.iter()) {
+                    n.carry_passive(o);
+                }
+            }
+        }
         let upstream = Upstream {
             name: name.into(),
-            breaker: cfg.circuit_breaker.as_ref().map(CircuitBreaker::new),
+            breaker,
+            health,
             passive,
             retries: cfg.retries,
             hash_key,
@@ -374,24 +427,41 @@ impl Upstream {
     }
 }
 
+impl KeptHealth {
+    /// A fresh registry (every backend starts healthy) and its probe loop.
+    fn build(
+        cfg: &UpstreamConfig,
+        interval: Option<Duration>,
+        path: &KeyPath,
+    ) -> Result<KeptHealth, ConfigError> {
+        let registry = Arc::new(HealthRegistry::new());
+        let check = health::build(cfg)
+            .map_err(|e| ConfigError::at(&path.key("health_check"), e.to_string()))?;
+        let service = check.map(|check| {
+            registry.set_health_check(check);
+            let mut service = HealthCheckService::new(registry.clone());
+            service.health_check_frequency = interval;
+            service.parallel_health_check = true;
+            Arc::new(service)
+        });
+        Ok(KeptHealth { registry, service })
+    }
+}
+
 fn balancer<S>(
     discovery: Box<dyn ServiceDiscovery + Send + Sync>,
-    check: Option<Box<dyn pingora_load_balancing::health_check::HealthCheck + Send + Sync>>,
-    interval: Option<Duration>,
+    registry: Arc<HealthRegistry>,
     update: Option<Duration>,
 ) -> Result<LoadBalancer<S>, String>
 where
     S: BackendSelection + 'static,
     S::Iter: BackendIter,
 {
-    let mut backends = Backends::new(discovery);
-    if let Some(check) = check {
-        backends.set_health_check(check);
-    }
+    // Probes run once per registry (KeptHealth's loop), not per balancer, so a balancer a
+    // reload builds reads the results its predecessor's probes left.
+    let backends = Backends::new_with_health_registry(discovery, registry);
     let mut lb = LoadBalancer::<S>::from_backends(backends);
-    lb.health_check_frequency = interval;
     lb.update_frequency = update;
-    lb.parallel_health_check = true;
     // Static discovery never waits, and DNS discovery's first answer is the start-up lookup,
     // so the first update completes at once, on this thread, without a runtime.
     match futures::FutureExt::now_or_never(lb.update()) {

@@ -25,10 +25,10 @@ impl Supervisor {
     }
 }
 
-/// Upstreams are kept across a reload as the same `Arc` when unchanged, so its address is
-/// the identity of a running loop.
-fn identity(up: &Arc<Upstream>) -> usize {
-    Arc::as_ptr(up) as usize
+/// A loop is kept across a reload as the same `Arc` (a kept upstream, or a kept health
+/// registry's probe loop in a rebuilt one), so its address is the identity of a running loop.
+fn identity(bg: &Arc<dyn BackgroundService + Send + Sync>) -> usize {
+    Arc::as_ptr(bg) as *const () as usize
 }
 
 #[async_trait]
@@ -38,26 +38,23 @@ impl BackgroundService for Supervisor {
         let mut running: HashMap<usize, (Arc<Upstream>, JoinHandle<()>)> = HashMap::new();
         loop {
             let current = live.borrow_and_update().clone();
-            let wanted: HashMap<usize, &Arc<Upstream>> = current
+            let wanted: HashMap<usize, (&Arc<Upstream>, &Arc<_>)> = current
                 .iter()
-                .filter(|u| u.background.is_some())
-                .map(|u| (identity(u), u))
+                .flat_map(|u| u.background.iter().map(move |bg| (identity(bg), (u, bg))))
                 .collect();
             running.retain(|id, (up, task)| {
                 let keep = wanted.contains_key(id);
                 if !keep {
-                    log::debug!("upstream {}: health checks stopped", up.name);
+                    log::debug!("upstream {}: a background loop stopped", up.name);
                     task.abort();
                 }
                 keep
             });
-            for (id, up) in wanted {
+            for (id, (up, bg)) in wanted {
                 if running.contains_key(&id) {
                     continue;
                 }
-                let Some(bg) = up.background.clone() else {
-                    continue;
-                };
+                let bg = bg.clone();
                 let watch = shutdown.clone();
                 let task = tokio::spawn(async move { bg.start(watch).await });
                 running.insert(id, (up.clone(), task));

@@ -419,6 +419,104 @@ async fn health_state_is_kept_for_unchanged_upstreams_and_checks_start_for_new_o
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_results_outlive_a_rebuilt_upstream_until_the_check_changes() {
+    let sick = TestUpstream::start("sick").await;
+    sick.set_healthy(false);
+    // One probe at start, then none for a minute: only a kept result explains what follows.
+    let yaml = |upstream_keys: &str, timeout_ms: u64| {
+        format!(
+            "listeners:\n  - address: {{listen}}\nupstreams:\n  sick:\n    servers: [{{ address: {} }}]\n    health_check: {{ type: http, path: /health, interval_ms: 60000, timeout_ms: {timeout_ms}, unhealthy_threshold: 1, healthy_threshold: 1 }}\n{upstream_keys}routes:\n  - {{ name: s, match: {{ path_prefix: /s/ }}, upstream: sick }}\n",
+            sick.addr
+        )
+    };
+    let gw = GatewayProcess::start(&yaml("", 1000));
+    let healthy =
+        |doc: serde_json::Value| doc["upstreams"]["sick"]["backends"][0]["healthy"].as_bool();
+    assert!(
+        wait_until(SOON, || async { healthy(gw.status().await) == Some(false) }).await,
+        "the first probe finds the backend down"
+    );
+    assert_eq!(get(&gw, "/s/x").await.0, 503, "no healthy backend");
+    let probes = sick.health_checks();
+
+    // Timeouts and retries change: a new upstream object over the same servers and check.
+    gw.rewrite_config(&yaml(
+        "    retries: 0\n    timeouts: { read_ms: 20000 }\n",
+        1000,
+    ));
+    let (status, body) = gw.reload().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        healthy(gw.status().await),
+        Some(false),
+        "the result is kept"
+    );
+    assert_eq!(get(&gw, "/s/x").await.0, 503, "the down backend stays out");
+    assert_eq!(sick.health_checks(), probes, "kept, not probed again");
+    sick.set_healthy(true);
+    assert_eq!(
+        healthy(gw.status().await),
+        Some(false),
+        "until the next probe, the kept result stands"
+    );
+
+    // A changed check is a new judgement: it probes at once, and finds the backend up.
+    gw.rewrite_config(&yaml(
+        "    retries: 0\n    timeouts: { read_ms: 20000 }\n",
+        900,
+    ));
+    let (status, body) = gw.reload().await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        wait_until(SOON, || async { healthy(gw.status().await) == Some(true) }).await,
+        "the new check probes at once"
+    );
+    assert!(sick.health_checks() > probes);
+    assert_eq!(get(&gw, "/s/x").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passive_ejection_outlives_a_rebuilt_upstream_over_the_same_servers() {
+    let good = TestUpstream::start("good").await;
+    let bad = TestUpstream::start("bad").await;
+    bad.set_fail_status(Some(503));
+    let yaml = |upstream_keys: &str| {
+        format!(
+            "listeners:\n  - address: {{listen}}\nupstreams:\n  pool:\n    servers: [{{ address: {} }}, {{ address: {} }}]\n    load_balancing: round_robin\n    passive_health: {{ consecutive_failures: 1, cooldown_ms: 60000 }}\n{upstream_keys}routes:\n  - {{ name: all, match: {{ path_prefix: / }}, upstream: pool }}\n",
+            good.addr, bad.addr
+        )
+    };
+    let ejected = |doc: serde_json::Value| -> Vec<Option<bool>> {
+        (0..2)
+            .map(|i| doc["upstreams"]["pool"]["backends"][i]["ejected"].as_bool())
+            .collect()
+    };
+    let gw = GatewayProcess::start(&yaml(""));
+    for i in 0..4 {
+        get(&gw, &format!("/x/{i}")).await;
+    }
+    assert_eq!(bad.hits(), 1, "one failure ejects the bad backend");
+    assert_eq!(ejected(gw.status().await), [Some(false), Some(true)]);
+
+    gw.rewrite_config(&yaml("    timeouts: { read_ms: 20000 }\n"));
+    let (status, body) = gw.reload().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        ejected(gw.status().await),
+        [Some(false), Some(true)],
+        "the ejection is kept"
+    );
+    for i in 0..10 {
+        assert_eq!(get(&gw, &format!("/y/{i}")).await.0, 200, "request {i}");
+    }
+    assert_eq!(
+        bad.hits(),
+        1,
+        "nothing reached the ejected backend after the reload"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_config_reloads_when_the_file_changes() {
     let origin = TestUpstream::start("origin").await;
     let watched = |extra: &str| {
@@ -898,7 +996,7 @@ async fn backend_breaker(gw: &GatewayProcess) -> (String, u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_open_circuit_stays_open_across_a_reload_until_its_upstream_changes() {
+async fn an_open_circuit_stays_open_across_reloads_until_its_servers_change() {
     let origin = TestUpstream::start("origin").await;
     let gw = GatewayProcess::start(&breaker_config(origin.addr, 1, ""));
     let http = client();
@@ -945,6 +1043,27 @@ async fn an_open_circuit_stays_open_across_a_reload_until_its_upstream_changes()
     let body = r.text().await.unwrap_or_default();
     assert!(body.contains("circuit open"), "{body:?}");
     assert_eq!(origin.hits(), 3, "the open circuit sent nothing upstream");
+
+    // Other changes to the upstream's section rebuild it, and the breaker still judges the
+    // same servers, so it stays open.
+    gw.rewrite_config(&breaker_config(origin.addr, 1, "").replace(
+        "    passive_health:",
+        "    retries: 0\n    timeouts: { read_ms: 20000 }\n    passive_health:",
+    ));
+    let (status, body) = gw.reload().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        backend_breaker(&gw).await,
+        ("open".to_string(), 1),
+        "a rebuilt upstream over the same servers keeps its breaker"
+    );
+    let r = http.get(gw.url("/api/x")).send().await.expect("request");
+    assert_eq!(r.status(), 503);
+    assert!(
+        !r.headers().contains_key("x-upstream"),
+        "still failing fast"
+    );
+    assert_eq!(origin.hits(), 3);
 
     // A change of the upstream's servers (the same address, another weight) starts it afresh.
     gw.rewrite_config(&breaker_config(origin.addr, 2, ""));
