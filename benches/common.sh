@@ -22,6 +22,7 @@ trap bench_cleanup EXIT
 
 # cpu_ticks PID: user + system CPU of PID so far, in clock ticks; TICK_US is one tick in µs.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# shellcheck disable=SC2034 # read by the scripts that source this file
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
 
 # wait_port PORT: until something accepts connections on 127.0.0.1:PORT (10 s at most).
