@@ -1,14 +1,14 @@
 # Shared scaffolding of the measurement scripts in benches/ (sourced, not run).
 #
 # After `. benches/common.sh NAME`: the working directory is the repository, $ROOT and $BENCH
-# (the shared harness, ../shared/bench) are set, $WORK is a fresh temporary folder, and every
+# (the side-by-side harness, benches/harness) are set, $WORK is a fresh temporary folder, and every
 # PID added to PIDS is killed when the script exits, before $WORK is removed. A script may set
 # KEEP_HOOK to a function that runs just before that removal.
 # shellcheck shell=bash
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 ROOT=$PWD
-BENCH=${BENCH:-$ROOT/../shared/bench}
+BENCH=${BENCH:-$ROOT/benches/harness}
 WORK=$(mktemp -d "/tmp/avx-$1.XXXXXX")
 PIDS=()
 KEEP_HOOK=""

@@ -6,7 +6,7 @@
 # Builds the release binary and the bare Pingora reference (examples/bare_proxy.rs, built
 # unpatched through benches/bare-proxy/Cargo.toml), starts one
 # gateway per feature set on its own port, all against the harness's origin (127.0.0.1:19000),
-# then runs ../shared/bench/run.sh with every target so the rounds interleave:
+# then runs benches/harness/run.sh with every target so the rounds interleave:
 #   gw        AVX defaults: one route, no rate limit, no cache              :18101
 #   gw-floor  + rate limit far above the offered load + circuit breaker    :18102
 #   gw-log    gw-floor + JSON access log to a file                         :18107
@@ -24,7 +24,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-BENCH=${BENCH:-$ROOT/../shared/bench}
+BENCH=${BENCH:-$ROOT/benches/harness}
 WORK=$(mktemp -d /tmp/avx-load.XXXXXX)
 PIDS=()
 cleanup() {

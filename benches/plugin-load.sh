@@ -9,7 +9,7 @@
 #
 #   benches/plugin-load.sh [--rounds 5] [--duration 10s] [--connections 50]
 #
-# Needs nginx and wrk (../shared/bench/setup.sh installs both). Loopback only.
+# Needs nginx and wrk (benches/setup.sh installs both). Loopback only.
 set -euo pipefail
 ROUNDS=5
 DUR=10s

@@ -11,8 +11,7 @@
 #
 #   benches/ratelimit-load.sh [--rounds 5] [--duration 10s] [--connections 50]
 #
-# Needs nginx, wrk and redis-server (benches/setup or ../shared/bench/setup.sh, and
-# scripts/setup.sh for redis). Loopback only.
+# Needs nginx, wrk and redis-server (benches/setup.sh installs them). Loopback only.
 set -euo pipefail
 ROUNDS=5
 DUR=10s

@@ -86,7 +86,7 @@ echo "check-deploy: sysusers.d and tmpfiles.d snippets: ok"
 
 bash -n deploy/avx-gateway-upgrade
 # The measurement scripts are not deployed, but they are shipped and documented: lint them too.
-shellcheck -x deploy/avx-gateway-upgrade scripts/check-deploy.sh scripts/fuzz.sh scripts/vendor-pingora.sh benches/*.sh
+shellcheck -x deploy/avx-gateway-upgrade scripts/check-deploy.sh scripts/fuzz.sh scripts/vendor-pingora.sh benches/*.sh benches/harness/*.sh
 echo "check-deploy: shellcheck: ok"
 
 # promtool: on PATH, or the copy scripts/setup.sh unpacks (CI runs setup.sh first).

@@ -33,7 +33,10 @@ if [ "$mode" = --test ]; then
         skip+=(--skip "$t")
       done <"patches/$crate/skip-tests"
     fi
-    (cd "vendor/$crate" && CARGO_TARGET_DIR="$ROOT/target/vendor" cargo test --locked --lib -- "${skip[@]}")
+    # With the features the gateway builds it with (test-features), so its TLS code is tested.
+    features=$(cat "patches/$crate/test-features" 2>/dev/null || true)
+    (cd "vendor/$crate" && CARGO_TARGET_DIR="$ROOT/target/vendor" \
+      cargo test --locked --lib --features "$features" -- --exact "${skip[@]}")
   done
   exit 0
 fi

@@ -270,7 +270,9 @@ impl TransportConnector {
                         // test_reusable_stream: we assume server would never actively send data
                         // first on an idle stream.
                         #[cfg(unix)]
-                        if peer.matches_fd(stream.id())
+                        // AVX Gateway patch 11: `matches_stream` (HttpPeer: the recorded
+                        // address, no getpeername).
+                        if peer.matches_stream(&stream)
                             && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
                         {
                             Some(stream)
@@ -615,6 +617,42 @@ mod tests {
 
         let (_, reused) = connector.get_stream(&peer).await.unwrap();
         assert!(reused);
+    }
+
+    // AVX Gateway patch 11: HttpPeer matches a pooled stream by the address the connector
+    // recorded when it dialled, and asks the socket only when nothing was recorded.
+    #[tokio::test]
+    async fn test_matches_stream_compares_the_recorded_address() {
+        use crate::upstreams::peer::HttpPeer;
+        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer_a = HttpPeer::new(a.local_addr().unwrap(), false, String::new());
+        let peer_b = HttpPeer::new(b.local_addr().unwrap(), false, String::new());
+        let connector = TransportConnector::new(None);
+
+        let stream = connector.new_stream(&peer_a).await.unwrap();
+        let _accepted = a.accept().unwrap();
+        let digest = stream.get_socket_digest().unwrap();
+        assert_eq!(
+            digest.peer_addr.get().cloned().flatten().as_ref(),
+            Some(peer_a.address()),
+            "the connector records the dialled address"
+        );
+        assert!(peer_a.matches_stream(&stream));
+        assert!(!peer_b.matches_stream(&stream));
+        connector.release_stream(stream, peer_a.reuse_hash(), None);
+        let (_, reused) = connector.get_stream(&peer_a).await.unwrap();
+        assert!(reused);
+
+        // A stream with no recorded address: the socket is asked (getpeername).
+        let raw = tokio::net::TcpStream::connect(b.local_addr().unwrap())
+            .await
+            .unwrap();
+        let _accepted = b.accept().unwrap();
+        let bare: Stream = Box::new(crate::protocols::l4::stream::Stream::from(raw));
+        assert!(bare.get_socket_digest().is_none());
+        assert!(peer_b.matches_stream(&bare));
+        assert!(!peer_a.matches_stream(&bare));
     }
 
     #[tokio::test]

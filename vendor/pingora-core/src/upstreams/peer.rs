@@ -23,6 +23,8 @@ use crate::protocols::tls::HandshakeCompleteHook;
 use crate::protocols::tls::PskType;
 #[cfg(unix)]
 use crate::protocols::ConnFdReusable;
+#[cfg(unix)]
+use crate::protocols::Stream;
 use crate::protocols::TcpKeepalive;
 use crate::utils::tls::{get_organization_unit, CertKey};
 use ahash::AHasher;
@@ -259,6 +261,14 @@ pub trait Peer: Display + Clone {
     #[cfg(unix)]
     fn matches_fd<V: AsRawFd>(&self, fd: V) -> bool {
         self.address().check_fd_match(fd)
+    }
+
+    /// Whether `stream`, found in the connection pool under this peer's reuse hash, is
+    /// connected to this peer. By default it asks the socket ([`Peer::matches_fd`]).
+    // AVX Gateway patch 11: a trait method, so a peer can answer from what it recorded.
+    #[cfg(unix)]
+    fn matches_stream(&self, stream: &Stream) -> bool {
+        self.matches_fd(stream.id())
     }
 
     #[cfg(windows)]
@@ -853,6 +863,22 @@ impl Peer for HttpPeer {
         } else {
             self.address().check_fd_match(fd)
         }
+    }
+
+    // AVX Gateway patch 11: the connector records the address it dialled in the stream's
+    // socket digest (`connectors::l4::connect`), so comparing that address answers without a
+    // getpeername(2) on every reuse. Through a proxy the socket's peer is the next hop, so
+    // that case still asks the socket.
+    #[cfg(unix)]
+    fn matches_stream(&self, stream: &Stream) -> bool {
+        if self.get_proxy().is_none() {
+            if let Some(digest) = stream.get_socket_digest() {
+                if let Some(recorded) = digest.peer_addr.get() {
+                    return recorded.as_ref() == Some(self.address());
+                }
+            }
+        }
+        self.matches_fd(stream.id())
     }
 
     #[cfg(windows)]
