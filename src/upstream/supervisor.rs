@@ -35,17 +35,20 @@ fn identity(bg: &Arc<dyn BackgroundService + Send + Sync>) -> usize {
 impl BackgroundService for Supervisor {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut live = self.live.clone();
-        let mut running: HashMap<usize, (Arc<Upstream>, JoinHandle<()>)> = HashMap::new();
+        // A loop's upstream by name only: holding the upstream would keep its backend view
+        // registered with a kept health registry, which would then probe servers a reload
+        // removed.
+        let mut running: HashMap<usize, (Arc<str>, JoinHandle<()>)> = HashMap::new();
         loop {
             let current = live.borrow_and_update().clone();
             let wanted: HashMap<usize, (&Arc<Upstream>, &Arc<_>)> = current
                 .iter()
                 .flat_map(|u| u.background.iter().map(move |bg| (identity(bg), (u, bg))))
                 .collect();
-            running.retain(|id, (up, task)| {
+            running.retain(|id, (name, task)| {
                 let keep = wanted.contains_key(id);
                 if !keep {
-                    log::debug!("upstream {}: a background loop stopped", up.name);
+                    log::debug!("upstream {name}: a background loop stopped");
                     task.abort();
                 }
                 keep
@@ -57,7 +60,7 @@ impl BackgroundService for Supervisor {
                 let bg = bg.clone();
                 let watch = shutdown.clone();
                 let task = tokio::spawn(async move { bg.start(watch).await });
-                running.insert(id, (up.clone(), task));
+                running.insert(id, (up.name.clone(), task));
             }
             tokio::select! {
                 changed = live.changed() => {

@@ -476,6 +476,40 @@ async fn health_results_outlive_a_rebuilt_upstream_until_the_check_changes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_a_reload_removes_is_no_longer_probed_by_the_kept_check() {
+    let stays = TestUpstream::start("stays").await;
+    let goes = TestUpstream::start("goes").await;
+    let yaml = |servers: &str| {
+        format!(
+            "listeners:\n  - address: {{listen}}\nupstreams:\n  pool:\n    servers: [{servers}]\n    health_check: {{ type: http, path: /health, interval_ms: 100 }}\nroutes:\n  - {{ name: all, match: {{ path_prefix: / }}, upstream: pool }}\n"
+        )
+    };
+    let both = format!(
+        "{{ address: {} }}, {{ address: {} }}",
+        stays.addr, goes.addr
+    );
+    let gw = GatewayProcess::start(&yaml(&both));
+    assert!(
+        wait_until(SOON, || async { goes.health_checks() >= 2 }).await,
+        "both servers are probed"
+    );
+    gw.rewrite_config(&yaml(&format!("{{ address: {} }}", stays.addr)));
+    let (status, body) = gw.reload().await;
+    assert_eq!(status, 200, "{body}");
+    // A probe already under way may still land; after that, none.
+    let (kept, gone) = (stays.health_checks(), goes.health_checks());
+    assert!(
+        wait_until(SOON, || async { stays.health_checks() >= kept + 10 }).await,
+        "the kept check still probes the server that stays"
+    );
+    assert!(
+        goes.health_checks() <= gone + 1,
+        "the removed server was probed {} more times",
+        goes.health_checks() - gone
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_passive_ejection_outlives_a_rebuilt_upstream_over_the_same_servers() {
     let good = TestUpstream::start("good").await;
     let bad = TestUpstream::start("bad").await;
