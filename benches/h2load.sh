@@ -59,7 +59,6 @@ http {
     access_log off;
     server_tokens off;
     keepalive_requests 1000000;
-    http2_max_requests 1000000;
     client_body_temp_path $WORK/ngx/body;
     proxy_temp_path $WORK/ngx/proxy;
     upstream origin { server 127.0.0.1:19000; keepalive 128; keepalive_requests 1000000; }
