@@ -290,7 +290,11 @@ impl Upstream {
                 .as_ref()
                 .map(|c| Arc::new(CircuitBreaker::new(c))),
         };
-        if let Some((old_up, _)) = same_servers {
+        // Ejections are kept only under the same passive_health rules (turning it off must
+        // let an ejected server back at once).
+        if let Some((old_up, _)) =
+            same_servers.filter(|(_, old)| old.passive_health == cfg.passive_health)
+        {
             if let (Slots::Fixed(new), Slots::Fixed(old)) = (&slots, &old_up.slots) {
                 for (n, o) in new.iter().zip(old.iter()) {
                     n.carry_passive(o);
@@ -434,7 +438,13 @@ impl KeptHealth {
         interval: Option<Duration>,
         path: &KeyPath,
     ) -> Result<KeptHealth, ConfigError> {
-        let registry = Arc::new(HealthRegistry::new());
+        // Keyed by address alone (Pingora's default adds the weight), so a reload that only
+        // reweights a server keeps its result.
+        let registry = Arc::new(HealthRegistry::with_equivalence(|b: &Backend| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            std::hash::Hash::hash(&b.addr, &mut h);
+            std::hash::Hasher::finish(&h)
+        }));
         let check = health::build(cfg)
             .map_err(|e| ConfigError::at(&path.key("health_check"), e.to_string()))?;
         let service = check.map(|check| {

@@ -31,25 +31,33 @@ fn identity(bg: &Arc<dyn BackgroundService + Send + Sync>) -> usize {
     Arc::as_ptr(bg) as *const () as usize
 }
 
+/// A started loop.
+struct Running {
+    upstream: Arc<str>,
+    _service: Arc<dyn BackgroundService + Send + Sync>,
+    task: JoinHandle<()>,
+}
+
 #[async_trait]
 impl BackgroundService for Supervisor {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut live = self.live.clone();
         // A loop's upstream by name only: holding the upstream would keep its backend view
         // registered with a kept health registry, which would then probe servers a reload
-        // removed.
-        let mut running: HashMap<usize, (Arc<str>, JoinHandle<()>)> = HashMap::new();
+        // removed. The loop itself is held, so its address (the key) is not reused while the
+        // entry exists, even if the loop ended on its own.
+        let mut running: HashMap<usize, Running> = HashMap::new();
         loop {
             let current = live.borrow_and_update().clone();
             let wanted: HashMap<usize, (&Arc<Upstream>, &Arc<_>)> = current
                 .iter()
                 .flat_map(|u| u.background.iter().map(move |bg| (identity(bg), (u, bg))))
                 .collect();
-            running.retain(|id, (name, task)| {
+            running.retain(|id, run| {
                 let keep = wanted.contains_key(id);
                 if !keep {
-                    log::debug!("upstream {name}: a background loop stopped");
-                    task.abort();
+                    log::debug!("upstream {}: a background loop stopped", run.upstream);
+                    run.task.abort();
                 }
                 keep
             });
@@ -57,10 +65,15 @@ impl BackgroundService for Supervisor {
                 if running.contains_key(&id) {
                     continue;
                 }
-                let bg = bg.clone();
                 let watch = shutdown.clone();
-                let task = tokio::spawn(async move { bg.start(watch).await });
-                running.insert(id, (up.name.clone(), task));
+                let started = bg.clone();
+                let task = tokio::spawn(async move { started.start(watch).await });
+                let run = Running {
+                    upstream: up.name.clone(),
+                    _service: bg.clone(),
+                    task,
+                };
+                running.insert(id, run);
             }
             tokio::select! {
                 changed = live.changed() => {
@@ -71,8 +84,8 @@ impl BackgroundService for Supervisor {
                 _ = shutdown.changed() => break,
             }
         }
-        for (_, (_, task)) in running {
-            task.abort();
+        for (_, run) in running {
+            run.task.abort();
         }
     }
 }

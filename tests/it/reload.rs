@@ -425,7 +425,7 @@ async fn health_results_outlive_a_rebuilt_upstream_until_the_check_changes() {
     // One probe at start, then none for a minute: only a kept result explains what follows.
     let yaml = |upstream_keys: &str, timeout_ms: u64| {
         format!(
-            "listeners:\n  - address: {{listen}}\nupstreams:\n  sick:\n    servers: [{{ address: {} }}]\n    health_check: {{ type: http, path: /health, interval_ms: 60000, timeout_ms: {timeout_ms}, unhealthy_threshold: 1, healthy_threshold: 1 }}\n{upstream_keys}routes:\n  - {{ name: s, match: {{ path_prefix: /s/ }}, upstream: sick }}\n",
+            "listeners:\n  - address: {{listen}}\nupstreams:\n  sick:\n    servers: [{{ address: {}, weight: 1 }}]\n    health_check: {{ type: http, path: /health, interval_ms: 60000, timeout_ms: {timeout_ms}, unhealthy_threshold: 1, healthy_threshold: 1 }}\n{upstream_keys}routes:\n  - {{ name: s, match: {{ path_prefix: /s/ }}, upstream: sick }}\n",
             sick.addr
         )
     };
@@ -453,6 +453,19 @@ async fn health_results_outlive_a_rebuilt_upstream_until_the_check_changes() {
     );
     assert_eq!(get(&gw, "/s/x").await.0, 503, "the down backend stays out");
     assert_eq!(sick.health_checks(), probes, "kept, not probed again");
+    // A new weight for the same server: still the same server to the health check.
+    gw.rewrite_config(
+        &yaml("    retries: 0\n    timeouts: { read_ms: 20000 }\n", 1000)
+            .replace("weight: 1", "weight: 3"),
+    );
+    let (status, body) = gw.reload().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        healthy(gw.status().await),
+        Some(false),
+        "kept across a reweight"
+    );
+    assert_eq!(sick.health_checks(), probes, "not probed again");
     sick.set_healthy(true);
     assert_eq!(
         healthy(gw.status().await),
