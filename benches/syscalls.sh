@@ -2,7 +2,8 @@
 # System calls per proxied request, by call, for the gateway and NGINX (and a second gateway
 # build with AVX_BASELINE_BIN): strace -c attached to every thread of each proxy while hey
 # sends a fixed number of small keep-alive requests through it to the harness's origin.
-# strace slows what it traces, so these are counts, not timings.
+# strace slows what it traces, so these are counts, not timings; they include the second of
+# idle wait before hey starts (a handful of timer and epoll calls).
 #
 #   benches/syscalls.sh [--requests 20000] [--connections 10]
 #
@@ -73,6 +74,11 @@ for t in "${targets[@]}"; do
   done_reqs=$(awk '/\[200\]/ { print $2 }' <<<"$out")
   kill -INT "$tracer"
   wait "$tracer" 2>/dev/null || true
+  if [ "${done_reqs:-0}" != "$REQUESTS" ]; then
+    echo "$name: $done_reqs of $REQUESTS requests got a 200" >&2
+    grep -A8 "Status code distribution" <<<"$out" >&2 || true
+    exit 1
+  fi
   echo "== $name: $done_reqs requests"
   awk -v n="$done_reqs" '
     $1 ~ /^[0-9.]+$/ && NF >= 5 && $NF != "total" {

@@ -28,7 +28,7 @@ if [ "$mode" = --test ]; then
     cp "patches/$crate/Cargo.lock" "vendor/$crate/Cargo.lock"
     skip=()
     if [ -f "patches/$crate/skip-tests" ]; then
-      while read -r t; do
+      while read -r t || [ -n "$t" ]; do
         case "$t" in '' | '#'*) continue ;; esac
         skip+=(--skip "$t")
       done <"patches/$crate/skip-tests"
@@ -50,7 +50,10 @@ fetch() {
   file=$(find "${CARGO_HOME:-$HOME/.cargo}/registry/cache" -name "$crate-$version.crate" 2>/dev/null | head -1)
   if [ -z "$file" ]; then
     file="$WORK/$crate-$version.crate"
-    curl -sSfL --retry 3 -o "$file" "https://static.crates.io/crates/$crate/$crate-$version.crate"
+    if ! curl -sSfL --retry 3 -o "$file" "https://static.crates.io/crates/$crate/$crate-$version.crate"; then
+      echo "downloading $crate $version from static.crates.io failed" >&2
+      exit 1
+    fi
   fi
   if ! echo "$sum  $file" | sha256sum -c --quiet - >&2; then
     echo "$file: checksum differs from patches/$crate/SOURCE" >&2
@@ -69,14 +72,18 @@ build() {
   # Not built by the gateway; 0000-*.patch removes their Cargo.toml tables.
   rm -rf "$dest/examples" "$dest/benches" "$dest/Cargo.lock" "$dest/Cargo.toml.orig" \
     "$dest/.cargo_vcs_info.json"
-  while read -r p; do
+  # A repository of its own, so git apply patches exactly this tree (outside one, or with
+  # GIT_DIR set, it could skip paths and still succeed).
+  git -C "$dest" init -q
+  while read -r p || [ -n "$p" ]; do
     case "$p" in '' | '#'*) continue ;; esac
-    # Outside any repository, so git apply patches the tree it runs in.
-    if ! (cd "$dest" && git apply --whitespace=nowarn "$ROOT/patches/$crate/$p"); then
+    if ! env -u GIT_DIR -u GIT_WORK_TREE git -C "$dest" apply --whitespace=nowarn \
+      "$ROOT/patches/$crate/$p"; then
       echo "patches/$crate/$p does not apply" >&2
       exit 1
     fi
   done <"patches/$crate/series"
+  rm -rf "$dest/.git"
 }
 
 status=0
