@@ -551,6 +551,10 @@ pub struct PeerOptions {
     /// **Note:** This field is unstable and may be removed or changed in future versions.
     /// It exists primarily for compatibility with legacy servers that send malformed headers.
     pub allow_h1_response_invalid_content_length: bool,
+    // AVX Gateway patch 12: the case map is optional.
+    /// Whether an HTTP/1 response header read from this peer keeps the case of its header
+    /// names (the default, `true`); see `HttpSession::set_preserve_header_case` (v1 client).
+    pub preserve_h1_response_header_case: bool,
     /// Controls automatically forwarded request headers sent to HTTP upstreams.
     pub http_upstream_request_policy: HttpUpstreamRequestPolicy,
     pub extra_proxy_headers: BTreeMap<String, Vec<u8>>,
@@ -610,6 +614,7 @@ impl PeerOptions {
             h2_stream_window_size: None,
             h2_connection_window_size: None,
             allow_h1_response_invalid_content_length: false,
+            preserve_h1_response_header_case: true, // AVX Gateway patch 12: as before
             http_upstream_request_policy: HttpUpstreamRequestPolicy::default(),
             extra_proxy_headers: BTreeMap::new(),
             curves: None,

@@ -404,6 +404,15 @@ impl Session {
         }
     }
 
+    // AVX Gateway patch 12: the case map is optional.
+    /// Sets whether an HTTP/1 request header keeps its names' case, see
+    /// [`SessionV1::set_preserve_header_case()`]. A noop for h2, subrequest and custom sessions.
+    pub fn set_preserve_header_case(&mut self, preserve: bool) {
+        if let Self::H1(s) = self {
+            s.set_preserve_header_case(preserve);
+        }
+    }
+
     /// Gets the timeout of a whole request header. `None` for h2, subrequest and custom sessions.
     pub fn get_header_read_timeout(&self) -> Option<Duration> {
         if let Self::H1(s) = self {

@@ -67,6 +67,8 @@ pub struct HttpSession {
     // If allowed, does not fail with error on invalid content-length
     // (treats as close-delimited response).
     allow_h1_response_invalid_content_length: bool,
+    // AVX Gateway patch 12: whether a response header read keeps its names' case.
+    preserve_header_case: bool,
 }
 
 /// HTTP 1.x client session
@@ -100,6 +102,7 @@ impl HttpSession {
             received_upgrade_req_body: false,
             close_delimited_resp: false,
             allow_h1_response_invalid_content_length: false,
+            preserve_header_case: true, // AVX Gateway patch 12: as before
         }
     }
 
@@ -110,6 +113,7 @@ impl HttpSession {
             session.set_allow_h1_response_invalid_content_length(
                 options.allow_h1_response_invalid_content_length,
             );
+            session.set_preserve_header_case(options.preserve_h1_response_header_case);
         }
         session
     }
@@ -284,10 +288,14 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, resp.headers);
 
-                        let mut response_header = match ResponseHeader::build(
-                            resp.code.unwrap(),
-                            Some(resp.headers.len()),
-                        ) {
+                        // AVX Gateway patch 12: without a case map when case need not be kept.
+                        let size_hint = Some(resp.headers.len());
+                        let built = if self.preserve_header_case {
+                            ResponseHeader::build(resp.code.unwrap(), size_hint)
+                        } else {
+                            ResponseHeader::build_no_case(resp.code.unwrap(), size_hint)
+                        };
+                        let mut response_header = match built {
                             Ok(header) => Box::new(header),
                             Err(e) => return self.fail_response_header_read(e),
                         };
@@ -517,6 +525,14 @@ impl HttpSession {
     pub fn is_body_done(&mut self) -> bool {
         self.init_body_reader();
         self.body_reader.body_done()
+    }
+
+    // AVX Gateway patch 12: the case map is optional.
+    /// Sets whether the response header [`Self::read_response()`] parses keeps the case of
+    /// its header names (the default, `true`). Without it the header has no case map, and its
+    /// names go out in Pingora's canonical form wherever it is written as HTTP/1.
+    pub fn set_preserve_header_case(&mut self, preserve: bool) {
+        self.preserve_header_case = preserve;
     }
 
     pub fn set_allow_h1_response_invalid_content_length(&mut self, allow: bool) {
@@ -989,6 +1005,34 @@ mod tests_stream {
             http_stream.resp_header().unwrap().get_reason_phrase(),
             Some("Just Fine")
         );
+    }
+
+    // AVX Gateway patch 12: a response parsed without the case map has the same headers, and
+    // the peer option reaches the session.
+    #[tokio::test]
+    async fn read_response_without_header_case() {
+        init_log();
+        let input = b"HTTP/1.1 200 OK\r\nX-MiXeD: a\r\nx-mixed: b\r\nContent-Length: 0\r\n\r\n";
+        for preserve in [true, false] {
+            let mock_io = Builder::new().read(&input[..]).build();
+            let mut peer = crate::upstreams::peer::HttpPeer::new("127.0.0.1:80", false, "".into());
+            peer.options.preserve_h1_response_header_case = preserve;
+            let mut http_stream = HttpSession::new_with_options(Box::new(mock_io), &peer);
+            http_stream.read_response().await.unwrap();
+            let resp = http_stream.resp_header().unwrap();
+            assert_eq!(resp.has_case(), preserve);
+            let values: Vec<_> = resp.headers.get_all("x-mixed").iter().collect();
+            assert_eq!(values, ["a", "b"]);
+            let mut wire = Vec::new();
+            resp.header_to_h1_wire(&mut wire);
+            let wire = String::from_utf8(wire).unwrap();
+            let want = if preserve {
+                "X-MiXeD: a\r\nx-mixed: b\r\n"
+            } else {
+                "x-mixed: a\r\nx-mixed: b\r\n"
+            };
+            assert!(wire.contains(want), "{wire}");
+        }
     }
 
     #[tokio::test]

@@ -107,6 +107,10 @@ pub struct HttpSession {
     /// How long reading one request header may take as a whole, see
     /// [`Self::set_header_read_timeout`].
     header_read_timeout: Option<Duration>,
+    // AVX Gateway patch 12: the case map is optional.
+    /// Whether a parsed request keeps its header names' case, see
+    /// [`Self::set_preserve_header_case`].
+    preserve_header_case: bool,
     /// How long to wait to make downstream session reusable, if body needs to be drained.
     total_drain_timeout: Option<Duration>,
     /// A copy of the response that is already written to the client
@@ -193,6 +197,7 @@ impl HttpSession {
             read_timeout: Some(Duration::from_secs(60)),
             write_timeout: None,
             header_read_timeout: None, // AVX Gateway patch 6: per-read timeouts only
+            preserve_header_case: true, // AVX Gateway patch 12: as before
             total_drain_timeout: None,
             body_bytes_sent: 0,
             body_bytes_read: 0,
@@ -396,12 +401,16 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, req.headers);
 
-                        let mut request_header = Box::new(RequestHeader::build(
-                            req.method.unwrap_or(""),
-                            // we path httparse to allow unsafe bytes in the str
-                            req.path.unwrap_or("").as_bytes(),
-                            Some(req.headers.len()),
-                        )?);
+                        // AVX Gateway patch 12: without a case map when case need not be kept.
+                        let method = req.method.unwrap_or("");
+                        // we path httparse to allow unsafe bytes in the str
+                        let path = req.path.unwrap_or("").as_bytes();
+                        let size_hint = Some(req.headers.len());
+                        let mut request_header = Box::new(if self.preserve_header_case {
+                            RequestHeader::build(method, path, size_hint)?
+                        } else {
+                            RequestHeader::build_no_case(method, path, size_hint)?
+                        });
 
                         request_header.set_version(match req.version {
                             Some(1) => Version::HTTP_11,
@@ -1426,6 +1435,15 @@ impl HttpSession {
     /// Gets the timeout of a whole request header, see [`Self::set_header_read_timeout()`].
     pub fn get_header_read_timeout(&self) -> Option<Duration> {
         self.header_read_timeout
+    }
+
+    // AVX Gateway patch 12: the case map is optional.
+    /// Sets whether the request header [`Self::read_request()`] parses keeps the case of its
+    /// header names (the default, `true`). Without it the header has no case map: one map fewer
+    /// to fill and copy, and its names go out in Pingora's canonical form (title case for
+    /// well-known names, lowercase otherwise) wherever it is written as HTTP/1.
+    pub fn set_preserve_header_case(&mut self, preserve: bool) {
+        self.preserve_header_case = preserve;
     }
 
     /// Sets the downstream write timeout. This will trigger if we're unable
@@ -3537,6 +3555,31 @@ Content-Length: 3\r\nConnection: keep-alive\r\n\r\n";
         http_stream.set_header_read_timeout(Some(Duration::from_millis(300)));
         let e = http_stream.read_request().await.unwrap_err();
         assert_eq!(e.etype(), &ReadTimedout);
+    }
+
+    // AVX Gateway patch 12: a request parsed without the case map has the same headers.
+    #[tokio::test]
+    async fn read_request_without_header_case() {
+        init_log();
+        let input = b"GET / HTTP/1.1\r\nHost: pingora.org\r\nX-MiXeD: a\r\nx-mixed: b\r\n\r\n";
+        for preserve in [true, false] {
+            let mock_io = Builder::new().read(&input[..]).build();
+            let mut http_stream = HttpSession::new(Box::new(mock_io));
+            http_stream.set_preserve_header_case(preserve);
+            http_stream.read_request().await.unwrap();
+            let req = http_stream.req_header();
+            assert_eq!(req.has_case(), preserve);
+            let values: Vec<_> = req.headers.get_all("x-mixed").iter().collect();
+            assert_eq!(values, ["a", "b"]);
+            let mut wire = Vec::new();
+            req.header_to_h1_wire(&mut wire);
+            let wire = String::from_utf8(wire).unwrap();
+            if preserve {
+                assert!(wire.contains("X-MiXeD: a\r\nx-mixed: b\r\n"), "{wire}");
+            } else {
+                assert!(wire.contains("x-mixed: a\r\nx-mixed: b\r\n"), "{wire}");
+            }
+        }
     }
 
     // AVX Gateway patch 6: a header completed within the header timeout parses, and on a
