@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Instructions and allocations per proxied request, counted by valgrind's callgrind.
 #
-#   benches/callgrind.sh [--requests 2000] [--cache | --plugins]
+#   benches/callgrind.sh [--requests 2000] [--cache | --plugins] [--no-header-case]
 #
 # callgrind counts instructions, not time, so the figures repeat exactly for the same binary
 # and inputs whatever else the machine is doing. For the gateway (the shipped floor config:
@@ -18,11 +18,13 @@ N=2000
 CACHE=""
 PLUGINS=""
 HDRS=()
+SERVER_EXTRA=""
 while [ $# -gt 0 ]; do
   case $1 in
     --requests) N=$2; shift 2 ;;
     --cache) CACHE="    cache: { enabled: true }"; shift ;;
     --plugins) PLUGINS=1; shift ;;
+    --no-header-case) SERVER_EXTRA=", preserve_header_case: false"; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -52,7 +54,7 @@ cargo build --release --locked --manifest-path benches/bare-proxy/Cargo.toml
 start_origin
 cat > "$WORK/gw.yaml" <<YAML
 server: { workers: 1, pid_file: $WORK/gw.pid, upgrade_sock: $WORK/gw.sock,
-          grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1 }
+          grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1$SERVER_EXTRA }
 listeners: [{ address: 127.0.0.1:18401 }]
 upstreams:
   origin:

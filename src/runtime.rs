@@ -147,6 +147,7 @@ impl Runtime {
                         .map(|(up, cfg)| (&**up, cfg));
                     let mut up = Upstream::build(name, cfg, idle_timeout_override, replaced)?;
                     up.per_worker_pools = !config.server.work_stealing;
+                    up.preserve_header_case = config.server.preserve_header_case;
                     Arc::new(up)
                 }
             };

@@ -356,6 +356,9 @@ pub struct ServerSection {
     pub watch_config: bool,
     /// Quiet time after the last change before `watch_config` reloads.
     pub watch_debounce_ms: u64,
+    /// Forward HTTP/1 header names in the case they arrived in (NGINX does); `false` drops
+    /// Pingora's per-message case map and sends Pingora's canonical names instead.
+    pub preserve_header_case: bool,
 }
 
 impl Default for ServerSection {
@@ -385,6 +388,7 @@ impl Default for ServerSection {
             max_connections: 10_000,
             watch_config: false,
             watch_debounce_ms: 500,
+            preserve_header_case: true,
         }
     }
 }

@@ -68,6 +68,7 @@ pub fn check(
         header_read_timeout_ms,
         watch_config,
         watch_debounce_ms,
+        preserve_header_case,
     );
     if let Some(i) = compressing_route {
         // Pingora's compression module is added to the proxy at start only when a route

@@ -50,6 +50,7 @@ pub(super) fn proxy_services(
         let app = HeaderTimeout {
             inner: Arc::new(proxy),
             timeout: runtime.downstream.header_read_timeout,
+            preserve_header_case: config.server.preserve_header_case,
         };
         let name = if h2c {
             "avx-gateway h2c"
@@ -115,6 +116,8 @@ pub(super) fn check_bindable(config: &Config) -> Result<()> {
 struct HeaderTimeout {
     inner: Arc<HttpProxy<GatewayProxy>>,
     timeout: Duration,
+    /// `server.preserve_header_case` (fixed at start, like the listeners).
+    preserve_header_case: bool,
 }
 
 #[async_trait]
@@ -142,6 +145,7 @@ impl HttpServerApp for HeaderTimeout {
         session.set_read_timeout(Some(self.timeout));
         // Zero would mean "already late": give it a millisecond to fail the read cleanly.
         session.set_header_read_timeout(Some(deadline.max(Duration::from_millis(1))));
+        session.set_preserve_header_case(self.preserve_header_case);
         self.inner.process_new_http(session, shutdown).await
     }
 

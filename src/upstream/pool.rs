@@ -128,6 +128,9 @@ pub struct Upstream {
     /// reused by another worker has every readiness event delivered to the worker that opened
     /// it, which then has to wake the user (an eventfd write and a context switch per event).
     pub per_worker_pools: bool,
+    /// Keep the case of response header names read from this pool's backends
+    /// (`server.preserve_header_case`).
+    pub preserve_header_case: bool,
     passive: Option<PassiveHealth>,
     selector: Selector,
     /// Active health results, kept across reloads that leave the check itself unchanged.
@@ -312,6 +315,7 @@ impl Upstream {
             dns,
             slots,
             per_worker_pools: false,
+            preserve_header_case: true,
             selector,
             background,
         };
@@ -375,6 +379,7 @@ impl Upstream {
     /// A fresh peer for `slot`, with the pool's timeouts and TLS settings.
     pub fn peer(&self, slot: &BackendSlot) -> Box<HttpPeer> {
         let mut peer = Box::new(slot.peer.clone());
+        peer.options.preserve_h1_response_header_case = self.preserve_header_case;
         if self.per_worker_pools {
             // Part of the pool key, so a connection is only reused by the worker that opened it.
             peer.group_key = worker_id();

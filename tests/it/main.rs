@@ -12,6 +12,7 @@ mod compression;
 mod config_errors;
 mod dashboards;
 mod dns;
+mod header_case;
 mod health;
 mod metrics;
 mod passive_health;
