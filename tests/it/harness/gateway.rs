@@ -90,27 +90,25 @@ impl GatewayProcess {
     /// Like [`GatewayProcess::start`], with another binary built on the library (an example
     /// with its own plugins, say).
     pub fn start_binary(bin: &str, yaml: &str) -> GatewayProcess {
-        let dir = TestDir::new();
-        let addr = free_addr();
-        let admin = free_addr();
-        let text = render(yaml, addr, admin, &dir);
-        let config = dir.write("gateway.yaml", &text);
-        let mut gw = Self::spawn(bin, config, Arc::new(dir), addr, admin, &[], "gateway.log");
-        gw.wait_ready(Duration::from_secs(20));
-        gw
+        Self::start_in_env(bin, yaml, &[])
     }
 
     /// Like [`GatewayProcess::start`], with `env` added to the gateway process's environment
     /// (a secret for a `secret_env` or `key_env` key, say); the test process's own
     /// environment is left alone.
     pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> GatewayProcess {
+        Self::start_in_env(&binary(), yaml, env)
+    }
+
+    /// `bin` on `yaml` (rendered into a fresh scratch directory) with `env` added, once ready.
+    fn start_in_env(bin: &str, yaml: &str, env: &[(&str, &str)]) -> GatewayProcess {
         let dir = TestDir::new();
         let addr = free_addr();
         let admin = free_addr();
         let text = render(yaml, addr, admin, &dir);
         let config = dir.write("gateway.yaml", &text);
         let mut gw = Self::spawn_env(
-            &binary(),
+            bin,
             config,
             Arc::new(dir),
             addr,

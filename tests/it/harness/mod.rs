@@ -148,6 +148,16 @@ pub async fn wait_metric(gw: &GatewayProcess, series: &str, want: f64) -> bool {
     .await
 }
 
+/// Asserts that every `(series, value)` reaches its value ([`wait_metric`], each bounded).
+pub async fn assert_metrics(gw: &GatewayProcess, expected: &[(&str, f64)]) {
+    for &(series, want) in expected {
+        assert!(
+            wait_metric(gw, series, want).await,
+            "{series} is not {want}"
+        );
+    }
+}
+
 /// `promtool`: `$PROMTOOL`, then `PATH`, then the copy `scripts/setup.sh` unpacks.
 pub fn promtool() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("PROMTOOL") {

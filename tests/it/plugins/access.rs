@@ -1,7 +1,7 @@
 //! `ip_restriction` and `cors`.
 
 use super::gateway;
-use crate::harness::{client, client_from, fetch, wait_metric, RawOrigin};
+use crate::harness::{assert_metrics, client, client_from, fetch, RawOrigin};
 
 #[tokio::test]
 async fn ip_restriction_allows_denies_and_deny_wins() {
@@ -48,15 +48,14 @@ async fn ip_restriction_allows_denies_and_deny_wins() {
         origin.targets()
     );
     // Metrics are recorded when the request ends, just after the client has its answer.
-    for (series, want) in [
-        (r#"avx_errors_total{kind="forbidden",route="api"}"#, 2.0),
-        (r#"avx_errors_total{kind="forbidden",route="open"}"#, 1.0),
-    ] {
-        assert!(
-            wait_metric(&gw, series, want).await,
-            "{series} is not {want}"
-        );
-    }
+    assert_metrics(
+        &gw,
+        &[
+            (r#"avx_errors_total{kind="forbidden",route="api"}"#, 2.0),
+            (r#"avx_errors_total{kind="forbidden",route="open"}"#, 1.0),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! rate-limit key and in the access log.
 
 use super::{gateway, sha256_hex};
-use crate::harness::{client, fetch, wait_metric, wait_until, OriginReply, RawOrigin};
+use crate::harness::{assert_metrics, client, fetch, wait_until, OriginReply, RawOrigin};
 use std::time::Duration;
 
 fn routes() -> String {
@@ -192,30 +192,29 @@ async fn key_auth_admits_known_keys_and_challenges_the_rest() {
     );
 
     // A bounded metric label: consumer names come from the config.
-    for (series, want) in [
-        (
-            r#"avx_consumer_requests_total{consumer="alice",route="api"}"#,
-            1.0,
-        ),
-        (
-            r#"avx_consumer_requests_total{consumer="alice",route="limited"}"#,
-            3.0,
-        ),
-        (
-            r#"avx_errors_total{kind="rate_limited",route="limited"}"#,
-            2.0,
-        ),
-        (
-            r#"avx_consumer_requests_total{consumer="bob",route="api"}"#,
-            1.0,
-        ),
-        (r#"avx_errors_total{kind="unauthorized",route="api"}"#, 4.0),
-    ] {
-        assert!(
-            wait_metric(&gw, series, want).await,
-            "{series} is not {want}"
-        );
-    }
+    assert_metrics(
+        &gw,
+        &[
+            (
+                r#"avx_consumer_requests_total{consumer="alice",route="api"}"#,
+                1.0,
+            ),
+            (
+                r#"avx_consumer_requests_total{consumer="alice",route="limited"}"#,
+                3.0,
+            ),
+            (
+                r#"avx_errors_total{kind="rate_limited",route="limited"}"#,
+                2.0,
+            ),
+            (
+                r#"avx_consumer_requests_total{consumer="bob",route="api"}"#,
+                1.0,
+            ),
+            (r#"avx_errors_total{kind="unauthorized",route="api"}"#, 4.0),
+        ],
+    )
+    .await;
 
     // The consumer is in the access log, and no key is.
     let log_path = gw.dir().join("access.log");

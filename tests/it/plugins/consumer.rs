@@ -5,7 +5,7 @@
 
 use super::jwt::{now, sign};
 use super::{access_log, access_log_lines, gateway, metrics_text, sha256_hex};
-use crate::harness::{client, fetch, wait_metric, Fetched, GatewayProcess, RawOrigin};
+use crate::harness::{assert_metrics, client, fetch, Fetched, GatewayProcess, RawOrigin};
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::json;
 
@@ -122,26 +122,25 @@ async fn a_jwt_claim_names_the_consumer_for_limits_headers_logs_and_metrics() {
 
     // Metrics: JWT identities are `other` (the 429 too: it had a consumer); key_auth's
     // configured name is its own label.
-    for (series, want) in [
-        (
-            r#"avx_consumer_requests_total{consumer="other",route="sub"}"#,
-            4.0,
-        ),
-        (
-            r#"avx_consumer_requests_total{consumer="other",route="claim"}"#,
-            1.0,
-        ),
-        (
-            r#"avx_consumer_requests_total{consumer="alice",route="keys"}"#,
-            1.0,
-        ),
-        (r#"avx_errors_total{kind="rate_limited",route="sub"}"#, 1.0),
-    ] {
-        assert!(
-            wait_metric(&gw, series, want).await,
-            "{series} is not {want}"
-        );
-    }
+    assert_metrics(
+        &gw,
+        &[
+            (
+                r#"avx_consumer_requests_total{consumer="other",route="sub"}"#,
+                4.0,
+            ),
+            (
+                r#"avx_consumer_requests_total{consumer="other",route="claim"}"#,
+                1.0,
+            ),
+            (
+                r#"avx_consumer_requests_total{consumer="alice",route="keys"}"#,
+                1.0,
+            ),
+            (r#"avx_errors_total{kind="rate_limited",route="sub"}"#, 1.0),
+        ],
+    )
+    .await;
     let text = metrics_text(&gw).await;
     let consumer_lines: Vec<&str> = text
         .lines()

@@ -5,7 +5,7 @@
 //! forward_auth 401 and 403 under their own kinds.
 
 use super::{access_log, access_log_lines, gateway, metrics_text};
-use crate::harness::{client_from, fetch, refused_addr, wait_metric, OriginReply, RawOrigin};
+use crate::harness::{assert_metrics, client_from, fetch, refused_addr, OriginReply, RawOrigin};
 
 #[tokio::test]
 async fn plugin_refusals_are_logged_with_their_decision_and_counted_by_kind() {
@@ -120,19 +120,18 @@ async fn plugin_refusals_are_logged_with_their_decision_and_counted_by_kind() {
 
     // The metric kinds (docs/plugins.md#rejections): an unreachable or failing auth service is
     // a dependency that could not answer, `connect`; a redirect or a 404 is not an error.
-    for (series, want) in [
-        (r#"avx_errors_total{kind="forbidden",route="ip"}"#, 1.0),
-        (r#"avx_errors_total{kind="bad_request",route="rw"}"#, 1.0),
-        (r#"avx_errors_total{kind="connect",route="fa-dead"}"#, 1.0),
-        (r#"avx_errors_total{kind="connect",route="fa"}"#, 1.0),
-        (r#"avx_errors_total{kind="unauthorized",route="fa"}"#, 1.0),
-        (r#"avx_errors_total{kind="forbidden",route="fa"}"#, 1.0),
-    ] {
-        assert!(
-            wait_metric(&gw, series, want).await,
-            "{series} is not {want}"
-        );
-    }
+    assert_metrics(
+        &gw,
+        &[
+            (r#"avx_errors_total{kind="forbidden",route="ip"}"#, 1.0),
+            (r#"avx_errors_total{kind="bad_request",route="rw"}"#, 1.0),
+            (r#"avx_errors_total{kind="connect",route="fa-dead"}"#, 1.0),
+            (r#"avx_errors_total{kind="connect",route="fa"}"#, 1.0),
+            (r#"avx_errors_total{kind="unauthorized",route="fa"}"#, 1.0),
+            (r#"avx_errors_total{kind="forbidden",route="fa"}"#, 1.0),
+        ],
+    )
+    .await;
     let text = metrics_text(&gw).await;
     let errors: Vec<&str> = text
         .lines()
