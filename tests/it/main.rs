@@ -14,6 +14,7 @@ mod dashboards;
 mod dns;
 mod header_case;
 mod health;
+mod keepalive;
 mod metrics;
 mod passive_health;
 mod plugins;

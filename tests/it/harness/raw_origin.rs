@@ -93,6 +93,12 @@ pub struct OriginReply {
     pub body: Vec<u8>,
     /// Send `Connection: close` and close after the response.
     pub close: bool,
+    /// Close after the response without saying so, as an origin whose idle timeout fires.
+    pub drop_after: bool,
+    /// Close without writing any response, as an origin that crashed mid-request.
+    pub abort: bool,
+    /// Wait this long before answering.
+    pub delay: Option<Duration>,
 }
 
 impl OriginReply {
@@ -103,6 +109,9 @@ impl OriginReply {
             headers: Vec::new(),
             body: body.into(),
             close: false,
+            drop_after: false,
+            abort: false,
+            delay: None,
         }
     }
 
@@ -115,6 +124,24 @@ impl OriginReply {
     /// Closes the connection after this response.
     pub fn close(mut self) -> OriginReply {
         self.close = true;
+        self
+    }
+
+    /// Closes the connection after this response without a `Connection: close`.
+    pub fn drop_after(mut self) -> OriginReply {
+        self.drop_after = true;
+        self
+    }
+
+    /// Closes the connection instead of answering.
+    pub fn abort(mut self) -> OriginReply {
+        self.abort = true;
+        self
+    }
+
+    /// Answers after `delay`.
+    pub fn delay(mut self, delay: Duration) -> OriginReply {
+        self.delay = Some(delay);
         self
     }
 }
@@ -335,8 +362,14 @@ async fn serve(mut sock: TcpStream, st: Arc<State>) {
                 }
                 Parse::Complete(req, used) => {
                     buf.drain(..used);
-                    let (bytes, close) = respond(&st, conn, req);
-                    if sock.write_all(&bytes).await.is_err() || close {
+                    let (bytes, reply) = respond(&st, conn, req);
+                    if let Some(delay) = reply.delay {
+                        tokio::time::sleep(delay).await;
+                    }
+                    if reply.abort {
+                        break 'conn;
+                    }
+                    if sock.write_all(&bytes).await.is_err() || reply.close || reply.drop_after {
                         break 'conn;
                     }
                 }
@@ -362,8 +395,9 @@ async fn serve(mut sock: TcpStream, st: Arc<State>) {
     lock(&st.conns)[conn].open = false;
 }
 
-/// Records `req`, picks its reply and renders it; returns the bytes and whether to close.
-fn respond(st: &State, conn: usize, mut req: Parsed) -> (Vec<u8>, bool) {
+/// Records `req`, picks its reply and renders it; returns the bytes and the reply (its
+/// `close` set when the request asked for one).
+fn respond(st: &State, conn: usize, mut req: Parsed) -> (Vec<u8>, OriginReply) {
     let seen = {
         let mut requests = lock(&st.requests);
         let seen = SeenRequest {
@@ -383,7 +417,7 @@ fn respond(st: &State, conn: usize, mut req: Parsed) -> (Vec<u8>, bool) {
         .find(|(p, _)| seen.target.starts_with(p.as_str()))
         .map(|(_, r)| r.clone());
     let responder = lock(&st.responder).clone();
-    let reply = table_hit
+    let mut reply = table_hit
         .or_else(|| responder.map(|f| f(&seen)))
         .unwrap_or_else(|| OriginReply::new(200, format!("origin request {}\n", seen.seq)));
     let client_close = seen
@@ -398,6 +432,7 @@ fn respond(st: &State, conn: usize, mut req: Parsed) -> (Vec<u8>, bool) {
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case("keep-alive"));
     let close = reply.close || client_close || http10_close;
+    reply.close = close;
 
     let mut out = format!("HTTP/1.1 {} {}\r\n", reply.status, reason(reply.status)).into_bytes();
     let has = |name: &str| {
@@ -423,7 +458,7 @@ fn respond(st: &State, conn: usize, mut req: Parsed) -> (Vec<u8>, bool) {
     if seen.method != "HEAD" && !bodyless {
         out.extend_from_slice(&reply.body);
     }
-    (out, close)
+    (out, reply)
 }
 
 fn reason(status: u16) -> &'static str {
