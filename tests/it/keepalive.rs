@@ -247,7 +247,7 @@ async fn a_client_gone_mid_body_costs_its_upstream_connection_and_nothing_else()
         "{}",
         origin.describe()
     );
-    // What it got of the abandoned one was the head and the part of the body the client sent,
+    // What it got of the abandoned one was the head and (part of) the body the client sent,
     // then the close: nothing else, and nothing more on that connection.
     let partial = origin.malformed();
     assert_eq!(partial.len(), 1, "{}", origin.describe());
@@ -257,11 +257,19 @@ async fn a_client_gone_mid_body_costs_its_upstream_connection_and_nothing_else()
         "{:?}",
         partial[0]
     );
-    assert!(partial[0].bytes.starts_with(b"POST /app/up/1 HTTP/1.1\r\n"));
+    let bytes = &partial[0].bytes;
+    assert!(bytes.starts_with(b"POST /app/up/1 HTTP/1.1\r\n"));
+    // The client's close may overtake the forwarding of its last bytes: some of them, no more.
+    let head_end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("the head went upstream whole")
+        + 4;
+    let body = &bytes[head_end..];
     assert!(
-        partial[0].bytes.ends_with(&[b'z'; 1000]),
+        body.len() <= 1000 && body.iter().all(|b| *b == b'z'),
         "{:?}",
-        partial[0]
+        String::from_utf8_lossy(body)
     );
 }
 
