@@ -231,6 +231,28 @@ impl RequestHeader {
         )
     }
 
+    // AVX Gateway patch 1: insert under a parsed name.
+    /// Insert a header under an already parsed name, replacing all other values under it.
+    ///
+    /// Unlike [Self::insert_header()] the name is not parsed again, and when this header keeps
+    /// no case map (see [Self::build_no_case()]) `case` is not used: a name made with
+    /// `HeaderName::from_static` then goes in without an allocation. With a case map, `case`
+    /// is the name as it is written on the wire and must equal `name` but for ASCII case.
+    pub fn insert_parsed_header(
+        &mut self,
+        name: &HeaderName,
+        case: impl IntoCaseHeaderName,
+        value: HeaderValue,
+    ) -> Result<()> {
+        insert_parsed_header_value(
+            self.header_name_map.as_mut(),
+            &mut self.base.headers,
+            name,
+            case,
+            value,
+        )
+    }
+
     /// Remove all headers under the name
     pub fn remove_header<'a, N: ?Sized>(&mut self, name: &'a N) -> Option<HeaderValue>
     where
@@ -585,6 +607,28 @@ impl ResponseHeader {
         )
     }
 
+    // AVX Gateway patch 1: insert under a parsed name.
+    /// Insert a header under an already parsed name, replacing all other values under it.
+    ///
+    /// Unlike [Self::insert_header()] the name is not parsed again, and when this header keeps
+    /// no case map (see [Self::build_no_case()]) `case` is not used: a name made with
+    /// `HeaderName::from_static` then goes in without an allocation. With a case map, `case`
+    /// is the name as it is written on the wire and must equal `name` but for ASCII case.
+    pub fn insert_parsed_header(
+        &mut self,
+        name: &HeaderName,
+        case: impl IntoCaseHeaderName,
+        value: HeaderValue,
+    ) -> Result<()> {
+        insert_parsed_header_value(
+            self.header_name_map.as_mut(),
+            &mut self.base.headers,
+            name,
+            case,
+            value,
+        )
+    }
+
     /// Remove all headers under the name
     pub fn remove_header<'a, N: ?Sized>(&mut self, name: &'a N) -> Option<HeaderValue>
     where
@@ -894,6 +938,36 @@ fn insert_header_value<T>(
     Ok(())
 }
 
+// AVX Gateway patch 1: insert under a parsed name.
+#[inline]
+fn insert_parsed_header_value<T>(
+    name_map: Option<&mut CaseMap>,
+    value_map: &mut HMap<T>,
+    name: &HeaderName,
+    case: impl IntoCaseHeaderName,
+    value: T,
+) -> Result<()> {
+    if let Some(name_map) = name_map {
+        let case = case.into_case_header_name();
+        if !case
+            .as_slice()
+            .eq_ignore_ascii_case(name.as_str().as_bytes())
+        {
+            return pingora_error::Error::e_explain(
+                InvalidHTTPHeader,
+                "case name differs from the header name",
+            );
+        }
+        name_map
+            .try_insert(name.clone(), case)
+            .or_err(InvalidHTTPHeader, "header name map size overflows MAX_SIZE")?;
+    }
+    value_map
+        .try_insert(name.clone(), value)
+        .or_err(InvalidHTTPHeader, "header value map size overflows MAX_SIZE")?;
+    Ok(())
+}
+
 // the &N here is to avoid clone(). None Copy type like String can impl AsHeaderName
 #[inline]
 fn remove_header<'a, T, N: ?Sized>(
@@ -1060,6 +1134,65 @@ mod tests {
         assert_eq!(8, http_header_map_upper_bound(None));
         assert_eq!(16, http_header_map_upper_bound(Some(16)));
         assert_eq!(4096, http_header_map_upper_bound(Some(7777)));
+    }
+
+    // AVX Gateway patch 1: insert under a parsed name.
+    static X_PARSED: HeaderName = HeaderName::from_static("x-parsed");
+
+    #[test]
+    fn insert_parsed_header_without_case_map() {
+        let mut req = RequestHeader::build_no_case(Method::GET, b"/", None).unwrap();
+        req.append_header("x-parsed", "a").unwrap();
+        req.append_header("x-parsed", "b").unwrap();
+        req.insert_parsed_header(&X_PARSED, "X-Parsed", HeaderValue::from_static("c"))
+            .unwrap();
+        assert_eq!(req.headers.get_all(&X_PARSED).iter().count(), 1);
+        let mut buf: Vec<u8> = vec![];
+        req.header_to_h1_wire(&mut buf);
+        assert_eq!(buf, b"x-parsed: c\r\n");
+
+        let mut resp = ResponseHeader::build_no_case(200, None).unwrap();
+        resp.insert_parsed_header(&X_PARSED, "X-Parsed", HeaderValue::from_static("d"))
+            .unwrap();
+        let mut buf: Vec<u8> = vec![];
+        resp.header_to_h1_wire(&mut buf);
+        assert_eq!(buf, b"x-parsed: d\r\n");
+    }
+
+    #[test]
+    fn insert_parsed_header_with_case_map_writes_the_case_name() {
+        let mut req = RequestHeader::build(Method::GET, b"/", None).unwrap();
+        req.append_header("x-PARSED", "a").unwrap();
+        req.append_header("x-parsed", "b").unwrap();
+        req.insert_header("Other", "o").unwrap();
+        req.insert_parsed_header(&X_PARSED, "X-Parsed", HeaderValue::from_static("c"))
+            .unwrap();
+        let mut buf: Vec<u8> = vec![];
+        req.header_to_h1_wire(&mut buf);
+        assert_eq!(buf, b"X-Parsed: c\r\nOther: o\r\n");
+        let cases: Vec<_> = req.case_header_iter().map(|(k, _)| k.as_slice()).collect();
+        assert_eq!(cases, vec![&b"X-Parsed"[..], &b"Other"[..]]);
+
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.insert_parsed_header(&X_PARSED, "X-Parsed", HeaderValue::from_static("d"))
+            .unwrap();
+        let mut buf: Vec<u8> = vec![];
+        resp.header_to_h1_wire(&mut buf);
+        assert_eq!(buf, b"X-Parsed: d\r\n");
+    }
+
+    #[test]
+    fn insert_parsed_header_refuses_a_case_name_of_another_header() {
+        let mut req = RequestHeader::build(Method::GET, b"/", None).unwrap();
+        let err = req
+            .insert_parsed_header(&X_PARSED, "X-Other", HeaderValue::from_static("c"))
+            .unwrap_err();
+        assert_eq!(err.etype(), &InvalidHTTPHeader);
+        assert!(req.headers.get(&X_PARSED).is_none());
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        assert!(resp
+            .insert_parsed_header(&X_PARSED, "X-Parsedx", HeaderValue::from_static("c"))
+            .is_err());
     }
 
     #[test]
