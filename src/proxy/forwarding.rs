@@ -2,6 +2,9 @@
 //! removes what an untrusted peer may not assert.
 
 use super::context::RequestCtx;
+use super::header_names::{
+    FORWARDED_FOR, FORWARDED_HOST, FORWARDED_PORT, FORWARDED_PROTO, REQUEST_ID,
+};
 use crate::config::ForwardedFor;
 use crate::runtime::Runtime;
 use http::header::{HeaderName, HOST};
@@ -10,13 +13,9 @@ use pingora_error::{OrErr, Result};
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 /// The request id header, forwarded upstream and returned downstream.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-/// `X-Request-Id` as written on the wire (see [`upstream_headers`] for why a `&str`).
+/// `X-Request-Id` as written on the wire, for headers the gateway builds itself.
 pub const X_REQUEST_ID_NAME: &str = "X-Request-Id";
 
 /// Removes `prefix` from the path, keeping a leading `/` and the query.
@@ -124,9 +123,8 @@ pub fn upstream_headers(
     backend_host: &HeaderValue,
     runtime: &Runtime,
 ) -> Result<()> {
-    // Names are passed as `&'static str` and values as clones of already-built (shared)
-    // values: every `insert_header` re-parses its name, and a `HeaderName` argument would
-    // also be copied into Pingora's case map first.
+    // Names are parsed once (see `header_names`), values are clones of already-built
+    // (shared) values.
     match (preserve_host, &ctx.host) {
         (true, Some(h)) => req.insert_header(HOST, h.value.clone())?,
         // HTTP/1.0 without Host: the request goes upstream as HTTP/1.1, which needs one.
@@ -140,20 +138,20 @@ pub fn upstream_headers(
         let keep_incoming =
             ctx.peer_trusted || runtime.downstream.forwarded_for == ForwardedFor::Append;
         let xff = forwarded_for_value(req, ip, keep_incoming)?;
-        req.insert_header("X-Forwarded-For", xff)?;
+        FORWARDED_FOR.set_on_request(req, xff)?;
     }
-    if !req.headers.contains_key(&X_FORWARDED_PROTO) {
-        req.insert_header(
-            "X-Forwarded-Proto",
+    if !req.headers.contains_key(FORWARDED_PROTO.name()) {
+        FORWARDED_PROTO.set_on_request(
+            req,
             HeaderValue::from_static(if ctx.tls { "https" } else { "http" }),
         )?;
     }
-    if !req.headers.contains_key(&X_FORWARDED_HOST) {
+    if !req.headers.contains_key(FORWARDED_HOST.name()) {
         if let Some(h) = &ctx.host {
-            req.insert_header("X-Forwarded-Host", h.value.clone())?;
+            FORWARDED_HOST.set_on_request(req, h.value.clone())?;
         }
     }
-    if !req.headers.contains_key(&X_FORWARDED_PORT) {
+    if !req.headers.contains_key(FORWARDED_PORT.name()) {
         if let Some(port) = session
             .server_addr()
             .and_then(|a| a.as_inet())
@@ -165,11 +163,11 @@ pub fn upstream_headers(
                 .iter()
                 .find(|(p, _)| *p == port)
                 .map_or_else(|| HeaderValue::from(port), |(_, v)| v.clone());
-            req.insert_header("X-Forwarded-Port", value)?;
+            FORWARDED_PORT.set_on_request(req, value)?;
         }
     }
     if let Some(id) = &ctx.request_id {
-        req.insert_header(X_REQUEST_ID_NAME, id.clone())?;
+        REQUEST_ID.set_on_request(req, id.clone())?;
     }
     Ok(())
 }
@@ -190,7 +188,7 @@ fn forwarded_for_value(
     let ip = &ip_buf[..len];
     let mut previous = req
         .headers
-        .get_all(&X_FORWARDED_FOR)
+        .get_all(FORWARDED_FOR.name())
         .iter()
         .filter(|v| keep_incoming && !v.is_empty())
         .peekable();

@@ -9,6 +9,7 @@ mod downstream;
 mod failure;
 mod forwarding;
 mod framing;
+mod header_names;
 mod mirroring;
 mod observe;
 mod plugins;
@@ -418,7 +419,7 @@ impl ProxyHttp for GatewayProxy {
         caching::on_response(&rt, session, upstream_response, ctx).await?;
         compressing::on_response(&rt, session, upstream_response, ctx)?;
         if let Some(id) = &ctx.request_id {
-            upstream_response.insert_header(X_REQUEST_ID_NAME, id.clone())?;
+            header_names::REQUEST_ID.set_on_response(upstream_response, id.clone())?;
         }
         plugins::response(&rt, session, upstream_response, ctx).await;
         Ok(())

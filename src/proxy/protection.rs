@@ -3,6 +3,9 @@
 
 use super::context::{Rejection, RequestCtx};
 use super::failure::Failure;
+use super::header_names::{
+    RATELIMIT_LIMIT, RATELIMIT_POLICY, RATELIMIT_REMAINING, RATELIMIT_RESET,
+};
 use super::respond;
 use crate::policy::{now_us, ClusterLimit, Decision, LimitKey, RoutePolicy, Verdict};
 use crate::routing::RouteId;
@@ -293,8 +296,8 @@ fn insert_rate_headers(
     limit: &HeaderValue,
     policy: &HeaderValue,
 ) -> Result<()> {
-    h.insert_header("ratelimit-limit", limit.clone())?;
-    h.insert_header("ratelimit-policy", policy.clone())?;
-    h.insert_header("ratelimit-remaining", d.remaining)?;
-    h.insert_header("ratelimit-reset", d.reset_secs)
+    RATELIMIT_LIMIT.set_on_response(h, limit.clone())?;
+    RATELIMIT_POLICY.set_on_response(h, policy.clone())?;
+    RATELIMIT_REMAINING.set_on_response(h, HeaderValue::from(d.remaining))?;
+    RATELIMIT_RESET.set_on_response(h, HeaderValue::from(d.reset_secs))
 }
