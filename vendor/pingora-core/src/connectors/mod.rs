@@ -241,7 +241,18 @@ impl TransportConnector {
             .await
             .or_err(InternalError, "offload runtime failure")??
         } else {
-            do_connect(peer, bind_to, alpn_override, &self.tls_ctx.ctx, None).await?
+            // AVX Gateway patch 13: the dial's future (with a TLS handshake, over 8 KB) lives
+            // on the heap. Inline, it made every future that awaits a pooled stream as large,
+            // and a proxy copies that whole size into a new box for every request, dialled or
+            // not; now only a dial pays for it.
+            Box::pin(do_connect(
+                peer,
+                bind_to,
+                alpn_override,
+                &self.tls_ctx.ctx,
+                None,
+            ))
+            .await?
         };
 
         Ok(stream)
@@ -617,6 +628,34 @@ mod tests {
 
         let (_, reused) = connector.get_stream(&peer).await.unwrap();
         assert!(reused);
+    }
+
+    // AVX Gateway patch 13: the dial is boxed, so a future that may take a pooled stream is
+    // small (it was over 8 KB with the TLS handshake's state inline).
+    #[tokio::test]
+    async fn test_stream_futures_stay_small() {
+        use crate::connectors::http::Connector as HttpConnector;
+        use crate::upstreams::peer::HttpPeer;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = HttpPeer::new(listener.local_addr().unwrap(), false, String::new());
+        let connector = TransportConnector::new(None);
+        let get = connector.get_stream(&peer);
+        assert!(std::mem::size_of_val(&get) < 1024, "{}", std::mem::size_of_val(&get));
+        let (stream, reused) = get.await.unwrap();
+        assert!(!reused, "dialled through the boxed path");
+        connector.release_stream(stream, peer.reuse_hash(), None);
+        let (_, reused) = connector.get_stream(&peer).await.unwrap();
+        assert!(reused);
+
+        let http = HttpConnector::new(None);
+        let session = http.get_http_session(&peer);
+        assert!(
+            std::mem::size_of_val(&session) < 2048,
+            "{}",
+            std::mem::size_of_val(&session)
+        );
+        let (_, reused) = session.await.unwrap();
+        assert!(!reused);
     }
 
     // AVX Gateway patch 11: HttpPeer matches a pooled stream by the address the connector
