@@ -640,7 +640,11 @@ mod tests {
         let peer = HttpPeer::new(listener.local_addr().unwrap(), false, String::new());
         let connector = TransportConnector::new(None);
         let get = connector.get_stream(&peer);
-        assert!(std::mem::size_of_val(&get) < 1024, "{}", std::mem::size_of_val(&get));
+        assert!(
+            std::mem::size_of_val(&get) < 1024,
+            "{}",
+            std::mem::size_of_val(&get)
+        );
         let (stream, reused) = get.await.unwrap();
         assert!(!reused, "dialled through the boxed path");
         connector.release_stream(stream, peer.reuse_hash(), None);
