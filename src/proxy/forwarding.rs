@@ -7,16 +7,11 @@ use super::header_names::{
 };
 use crate::config::ForwardedFor;
 use crate::runtime::Runtime;
-use http::header::{HeaderName, HOST};
+use http::header::HOST;
 use http::HeaderValue;
 use pingora_error::{OrErr, Result};
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
-
-/// The request id header, forwarded upstream and returned downstream.
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-/// `X-Request-Id` as written on the wire, for headers the gateway builds itself.
-pub const X_REQUEST_ID_NAME: &str = "X-Request-Id";
 
 /// Removes `prefix` from the path, keeping a leading `/` and the query.
 pub fn strip_prefix(req: &mut RequestHeader, prefix: &str) -> Result<()> {

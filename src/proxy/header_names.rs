@@ -49,8 +49,12 @@ pub static FORWARDED_PROTO: KnownHeader =
 pub static FORWARDED_HOST: KnownHeader = KnownHeader::new("x-forwarded-host", "X-Forwarded-Host");
 /// `X-Forwarded-Port`.
 pub static FORWARDED_PORT: KnownHeader = KnownHeader::new("x-forwarded-port", "X-Forwarded-Port");
-/// `X-Request-Id`, forwarded upstream and returned downstream.
-pub static REQUEST_ID: KnownHeader = KnownHeader::new("x-request-id", "X-Request-Id");
+/// The request id header, forwarded upstream and returned downstream.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `X-Request-Id` as written on the wire when case is preserved.
+pub const X_REQUEST_ID_NAME: &str = "X-Request-Id";
+/// `X-Request-Id`, set on every upstream request and every response the gateway sends.
+pub static REQUEST_ID: KnownHeader = KnownHeader::new("x-request-id", X_REQUEST_ID_NAME);
 /// `RateLimit-Limit` (lowercase on the wire, as the gateway always wrote it).
 pub static RATELIMIT_LIMIT: KnownHeader = KnownHeader::new("ratelimit-limit", "ratelimit-limit");
 /// `RateLimit-Policy`.

@@ -21,7 +21,7 @@ mod upgrade;
 
 pub use context::{EffectiveHost, Rejection, RequestCtx};
 use failure::Failure;
-pub use forwarding::{X_REQUEST_ID, X_REQUEST_ID_NAME};
+pub use header_names::{X_REQUEST_ID, X_REQUEST_ID_NAME};
 
 use crate::plugin::ReplyKind;
 use crate::reload::LiveRuntime;

@@ -4,7 +4,7 @@
 //! length check, with no allocation and no dynamic call.
 
 use super::context::{EffectiveHost, Rejection, RequestCtx};
-use super::forwarding::X_REQUEST_ID_NAME;
+use super::header_names::REQUEST_ID;
 use crate::plugin::{
     Flow, LogView, Plugin, Reply, ReplyBody, ReplyKind, RequestInfo, RequestView, ResponseView,
     UpstreamView,
@@ -242,7 +242,7 @@ async fn write_reply(
         h.insert_header(CONTENT_LENGTH, body.len())?;
     }
     if let Some(id) = &ctx.request_id {
-        h.insert_header(X_REQUEST_ID_NAME, id.clone())?;
+        REQUEST_ID.set_on_response(&mut h, id.clone())?;
     }
     super::protection::rate_headers(runtime, ctx, &mut h)?;
     let hooks = runtime.route(route).plugins.all();

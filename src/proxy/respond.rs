@@ -1,7 +1,7 @@
 //! Responses the gateway writes itself: fixed `respond:` routes and error pages.
 
 use super::context::RequestCtx;
-use super::forwarding::X_REQUEST_ID_NAME;
+use super::header_names::REQUEST_ID;
 use crate::routing::FixedResponse;
 use crate::runtime::Runtime;
 use bytes::Bytes;
@@ -25,7 +25,7 @@ pub async fn fixed(
     }
     h.insert_header(CONTENT_LENGTH, resp.body.len())?;
     if let Some(id) = &ctx.request_id {
-        h.insert_header(X_REQUEST_ID_NAME, id.clone())?;
+        REQUEST_ID.set_on_response(&mut h, id.clone())?;
     }
     let head_only = session.req_header().method == http::Method::HEAD;
     session
@@ -84,7 +84,7 @@ pub async fn error_with(
     )?;
     h.insert_header(CONTENT_LENGTH, body.len())?;
     if let Some(id) = &ctx.request_id {
-        h.insert_header(X_REQUEST_ID_NAME, id.clone())?;
+        REQUEST_ID.set_on_response(&mut h, id.clone())?;
     }
     if close {
         session.set_keepalive(None);
